@@ -1,0 +1,1 @@
+"""Conversation logic: knowledge base, retrieval, routing (answer / FAQ / escalate), tickets."""

@@ -1,0 +1,136 @@
+"""ConversationStore: conversations and their messages in SQLite (migration set `firstline.bot`)."""
+
+from __future__ import annotations
+
+import json
+import re
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from sqlite_utils import Database
+from sqlite_utils.migrations import Migrations
+
+from bot.errors import ConversationError
+from bot.types import Message, Source
+from usage.db import Store
+from usage.ledger import iso, utcnow
+
+migrations = Migrations("firstline.bot")
+_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
+
+
+@migrations()
+def m001_conversations(db: Database) -> None:
+    db["conversations"].create(
+        {"id": str, "created_at": str, "updated_at": str, "lang": str, "status": str},
+        pk="id",
+        not_null={"created_at", "status"},
+        defaults={"status": "bot"},
+    )
+    db["messages"].create(
+        {
+            "id": int,
+            "conversation_id": str,
+            "role": str,
+            "content": str,
+            "created_at": str,
+            "lang": str,
+            "request_id": str,
+            "route": str,
+            "sources": str,
+        },
+        pk="id",
+        foreign_keys=[("conversation_id", "conversations", "id")],
+        not_null={"conversation_id", "role", "content", "created_at"},
+    )
+    db["messages"].create_index(["conversation_id", "id"])
+
+
+def new_conversation_id() -> str:
+    """A fresh, unguessable conversation id."""
+    return uuid.uuid4().hex
+
+
+def check_conversation_id(conversation_id: str) -> str:
+    """Validate a caller-supplied conversation id."""
+    if not _ID.match(conversation_id or ""):
+        raise ConversationError(
+            f"invalid conversation id {conversation_id!r}: use 1-64 letters, digits, '_', '-', '.', ':'"
+        )
+    return conversation_id
+
+
+class ConversationStore(Store):
+    """Conversations and messages; every write is one transaction."""
+
+    def __init__(self, path: Path | str) -> None:
+        super().__init__(path, migrations)
+
+    def ensure(self, conversation_id: str, lang: str | None = None) -> dict[str, Any]:
+        """Return the conversation, creating it if new."""
+        check_conversation_id(conversation_id)
+        with self.write() as db:
+            rows = list(db.query("SELECT * FROM conversations WHERE id = ?", [conversation_id]))
+            if rows:
+                return rows[0]
+            now = iso(utcnow())
+            row = {"id": conversation_id, "created_at": now, "updated_at": now, "lang": lang, "status": "bot"}
+            db["conversations"].insert(row)
+            return row
+
+    def get(self, conversation_id: str) -> dict[str, Any] | None:
+        with self.read() as db:
+            rows = list(db.query("SELECT * FROM conversations WHERE id = ?", [conversation_id]))
+        return rows[0] if rows else None
+
+    def set_fields(self, conversation_id: str, **fields: Any) -> None:
+        """Update conversation columns (lang, status)."""
+        with self.write() as db:
+            db["conversations"].update(conversation_id, {**fields, "updated_at": iso(utcnow())})
+
+    def add_message(
+        self,
+        conversation_id: str,
+        role: str,
+        content: str,
+        *,
+        lang: str | None = None,
+        request_id: str | None = None,
+        route: str | None = None,
+        sources: Sequence[Source] = (),
+    ) -> int:
+        """Append a message; returns its id."""
+        now = iso(utcnow())
+        with self.write() as db:
+            table = db["messages"]
+            table.insert(
+                {
+                    "conversation_id": conversation_id,
+                    "role": role,
+                    "content": content,
+                    "created_at": now,
+                    "lang": lang,
+                    "request_id": request_id,
+                    "route": route,
+                    "sources": json.dumps([s.as_dict() for s in sources]) if sources else None,
+                }
+            )
+            db.execute("UPDATE conversations SET updated_at = ? WHERE id = ?", [now, conversation_id])
+            return int(table.last_pk)  # type: ignore[attr-defined]
+
+    def messages(self, conversation_id: str, limit: int | None = None) -> list[Message]:
+        """The conversation's messages, oldest first (the last `limit` ones if given)."""
+        sql = "SELECT role, content, created_at, request_id, route FROM messages WHERE conversation_id = ?"
+        with self.read() as db:
+            if limit is None:
+                rows = list(db.query(sql + " ORDER BY id", [conversation_id]))
+            else:
+                rows = list(db.query(sql + " ORDER BY id DESC LIMIT ?", [conversation_id, limit]))[::-1]
+        return [Message(**r) for r in rows]
+
+    def message_rows(self, conversation_id: str) -> list[dict[str, Any]]:
+        """Raw message rows (with sources JSON), oldest first."""
+        with self.read() as db:
+            return list(db.query("SELECT * FROM messages WHERE conversation_id = ? ORDER BY id", [conversation_id]))

@@ -1,0 +1,58 @@
+"""Prompt templates (pure: no I/O), built with langchain-core."""
+
+from __future__ import annotations
+
+from langchain_core.prompts import ChatPromptTemplate, MessagesPlaceholder
+
+from bot.types import Lang
+
+SYSTEM_EN = (
+    "You are the first-level customer support assistant of {company}. Answer the customer's question "
+    "briefly and politely in English, in at most five sentences. Use only the facts in the knowledge "
+    "base excerpts below; if they do not contain the answer, say that you do not know and offer to "
+    "hand the conversation to a human colleague. Never invent prices, dates or account details. You "
+    "cannot see customer accounts, bills or payments."
+)
+SYSTEM_DE = (
+    "Du bist der Kundenservice-Assistent von {company} im First-Level-Support. Antworte kurz und "
+    "höflich auf Deutsch (Sie-Form), in höchstens fünf Sätzen. Nutze nur die Fakten aus den "
+    "Wissensdatenbank-Auszügen unten; wenn sie die Antwort nicht enthalten, sage, dass du es nicht "
+    "weißt, und biete an, das Gespräch an einen Mitarbeiter zu übergeben. Erfinde niemals Preise, "
+    "Termine oder Kontodaten. Du kannst keine Kundenkonten, Rechnungen oder Zahlungen einsehen."
+)
+CONTEXT_HEADER = {"en": "Knowledge base excerpts:", "de": "Auszüge aus der Wissensdatenbank:"}
+NO_CONTEXT = {
+    "en": "(No knowledge base excerpts are available for this question.)",
+    "de": "(Zu dieser Frage liegen keine Auszüge aus der Wissensdatenbank vor.)",
+}
+
+CHAT_PROMPT = ChatPromptTemplate.from_messages(
+    [
+        ("system", "{system}"),
+        MessagesPlaceholder("history"),
+        ("human", "{question}"),
+    ]
+)
+
+
+def system_prompt(lang: Lang, company: str, context: list[str] | None = None) -> str:
+    """The system message: role, language, grounding rules, and the retrieved passages (if any)."""
+    base = (SYSTEM_DE if lang == "de" else SYSTEM_EN).format(company=company)
+    if context is None:
+        return base
+    body = "\n\n".join(context) if context else NO_CONTEXT[lang]
+    return f"{base}\n\n{CONTEXT_HEADER[lang]}\n{body}"
+
+
+MODEL_FAILED = {
+    "en": "I'm sorry, I could not answer that just now. Please try again in a moment.",
+    "de": "Entschuldigung, ich konnte das gerade nicht beantworten. Bitte versuchen Sie es gleich noch einmal.",
+}
+EMPTY_INPUT = {
+    "en": "Please type a question.",
+    "de": "Bitte geben Sie eine Frage ein.",
+}
+TOO_LONG = {
+    "en": "Your message is too long ({n} characters). Please keep it under {limit} characters.",
+    "de": "Ihre Nachricht ist zu lang ({n} Zeichen). Bitte bleiben Sie unter {limit} Zeichen.",
+}

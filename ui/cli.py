@@ -1,0 +1,136 @@
+"""The `firstline` command line (see shared/interfaces.md for the stable contract)."""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def data_dir_option(func: F) -> F:
+    """Every command accepts --data-dir (default: FIRSTLINE_DATA_DIR, else a per-user directory)."""
+    return click.option(
+        "--data-dir",
+        type=click.Path(file_okay=False, path_type=Path),
+        default=None,
+        envvar="FIRSTLINE_DATA_DIR",
+        help="Data directory (database, indexes). Default: $FIRSTLINE_DATA_DIR or ~/.local/share/firstline.",
+    )(func)
+
+
+def json_option(func: F) -> F:
+    return click.option("--json", "as_json", is_flag=True, help="Print one JSON document on stdout.")(func)
+
+
+def fail(message: str, code: int = 1) -> None:
+    """One line on stderr, non-zero exit."""
+    click.echo(f"firstline: error: {message}", err=True)
+    sys.exit(code)
+
+
+def friendly_errors(func: F) -> F:
+    """Translate known errors into one stderr line and an exit code (no traceback)."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from bot.errors import BotError
+        from models.errors import ModelError
+        from usage.errors import StorageError
+
+        try:
+            return func(*args, **kwargs)
+        except ModelError as exc:
+            fail(str(exc), 3)
+        except StorageError as exc:
+            fail(str(exc), 4)
+        except BotError as exc:
+            fail(str(exc), 2)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def emit(payload: dict[str, Any]) -> None:
+    click.echo(json.dumps(payload, ensure_ascii=False, indent=2, default=str))
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("-v", "--verbose", count=True, help="More log output on stderr (-vv for debug).")
+def main(verbose: int) -> None:
+    """firstline: a self-hosted first-level support chatbot with a compute-cost ledger."""
+    level = logging.WARNING - 10 * min(verbose, 2)
+    logging.basicConfig(level=level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+@main.command()
+@click.option("--host", default=None, help="Interface to bind. Default 127.0.0.1.")
+@click.option("--port", type=int, default=None, help="TCP port. Default 7860.")
+@data_dir_option
+@friendly_errors
+def serve(host: str | None, port: int | None, data_dir: Path | None) -> None:
+    """Run the web app: customer chat, staff console, admin dashboard."""
+    from ui.server import serve as run_server
+    from ui.services import build_services
+
+    services = build_services(data_dir)
+    if host:
+        services.server_settings.host = host
+    if port:
+        services.server_settings.port = port
+    try:
+        run_server(services)
+    finally:
+        services.close()
+
+
+@main.command()
+@click.argument("text")
+@click.option("--conversation", "conversation_id", default=None, help="Continue this conversation id.")
+@click.option("--lang", type=click.Choice(["de", "en"]), default=None, help="Answer language (default: detect).")
+@data_dir_option
+@json_option
+@friendly_errors
+def ask(text: str, conversation_id: str | None, lang: str | None, data_dir: Path | None, as_json: bool) -> None:
+    """One customer turn through the full path (routing, knowledge base, model, escalation, ledger)."""
+    from bot.conversations import check_conversation_id, new_conversation_id
+    from ui.services import build_services
+
+    conversation_id = check_conversation_id(conversation_id) if conversation_id else new_conversation_id()
+    services = build_services(data_dir)
+    try:
+        reply = services.bot.handle_message(conversation_id, text, lang)  # type: ignore[arg-type]
+    finally:
+        services.close()
+    payload = {
+        "answer": reply.text,
+        "route": reply.route,
+        "sources": [{"title": s.title, "path": s.path, "score": s.score, "url": s.url} for s in reply.sources],
+        "ticket_id": reply.ticket_id,
+        "request_id": reply.request_id,
+        "conversation_id": reply.conversation_id,
+        "compute_s": reply.compute_s,
+        "lang": reply.lang,
+        "reason": reply.reason,
+    }
+    if as_json:
+        emit(payload)
+        return
+    click.echo(reply.text)
+    for s in reply.sources:
+        click.echo(f"  [source] {s.title} ({s.path}, score {s.score:.3f})")
+    click.echo(
+        f"-- route={reply.route} conversation={reply.conversation_id} request={reply.request_id} "
+        f"compute={reply.compute_s:.3f}s",
+        err=True,
+    )
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,4 @@
+"""The compute ledger, pricing profiles and cost reports.
+
+`usage` imports nothing from the other firstline packages.
+"""

@@ -1,0 +1,328 @@
+"""The append-only compute ledger: one row per model call (and per FAQ / human-routed request).
+
+A row is written as `started` before the work and finished after it (`completed`, `error` or `cancelled`)
+with the measured seconds, token counts, device and the cost under the active pricing profile. Every
+process that writes registers itself in `instances` and refreshes a heartbeat; at start-up, `started`
+rows whose owner process is gone are marked `interrupted`, with the time they ran before their owner's
+last sign of life. Nothing is silently lost: a crash leaves a row that the next start accounts for.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sqlite_utils import Database
+from sqlite_utils.migrations import Migrations
+
+from usage.db import Store
+from usage.errors import LedgerError
+from usage.pricing import DEFAULT_PROFILE, PricingProfile, to_micros
+
+log = logging.getLogger(__name__)
+
+FINAL_STATUSES = ("completed", "error", "cancelled")
+ROUTES = ("faq", "model", "human")
+HEARTBEAT_S = 2.0
+STALE_AFTER_S = 30.0
+
+migrations = Migrations("firstline.usage")
+
+
+@migrations()
+def m001_ledger(db: Database) -> None:
+    db["requests"].create(
+        {
+            "request_id": str,
+            "conversation_id": str,
+            "route": str,
+            "status": str,
+            "model_id": str,
+            "device": str,
+            "started_at": str,
+            "finished_at": str,
+            "queue_wait_s": float,
+            "prefill_s": float,
+            "decode_s": float,
+            "compute_s": float,
+            "latency_s": float,
+            "prompt_tokens": int,
+            "completion_tokens": int,
+            "cached_tokens": int,
+            "cost_micros": int,
+            "profile": str,
+            "profile_version": int,
+            "currency": str,
+            "error": str,
+            "owner": str,
+        },
+        pk="request_id",
+        not_null={"conversation_id", "route", "status", "started_at", "owner"},
+    )
+    db["requests"].create_index(["started_at"])
+    db["requests"].create_index(["conversation_id"])
+    db["requests"].create_index(["status"])
+    db["instances"].create(
+        {"owner": str, "host": str, "pid": int, "started_at": str, "heartbeat_at": str, "stopped_at": str},
+        pk="owner",
+    )
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def iso(ts: datetime) -> str:
+    """UTC timestamp as ISO 8601 with microseconds and a Z suffix (sorts as text)."""
+    return ts.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def parse_iso(text: str) -> datetime:
+    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """What the caller measured for one request (the ledger does not import the model layer)."""
+
+    queue_wait_s: float = 0.0
+    prefill_s: float = 0.0
+    decode_s: float = 0.0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cached_tokens: int = 0
+    model_id: str = ""
+    device: str = ""
+
+    @property
+    def compute_s(self) -> float:
+        return self.prefill_s + self.decode_s
+
+
+class Ledger(Store):
+    """Append-only request ledger over the shared SQLite database."""
+
+    def __init__(
+        self, path: Path | str, profile: PricingProfile = DEFAULT_PROFILE, *, heartbeat: bool = True
+    ) -> None:
+        super().__init__(path, migrations)
+        self.profile = profile
+        self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self._started_mono: dict[str, float] = {}
+        now = iso(utcnow())
+        with self.write() as db:
+            db["instances"].insert(
+                {
+                    "owner": self.owner,
+                    "host": socket.gethostname(),
+                    "pid": os.getpid(),
+                    "started_at": now,
+                    "heartbeat_at": now,
+                    "stopped_at": None,
+                }
+            )
+        self.recovered = self.recover_interrupted()
+        self._stop = threading.Event()
+        self._beat: threading.Thread | None = None
+        if heartbeat:
+            self._beat = threading.Thread(target=self._heartbeat_loop, name="ledger-heartbeat", daemon=True)
+            self._beat.start()
+
+    # -- writing -----------------------------------------------------------------------------------
+    def start(
+        self,
+        *,
+        conversation_id: str,
+        route: str,
+        model_id: str = "",
+        device: str = "",
+        request_id: str | None = None,
+    ) -> str:
+        """Write a `started` row before the work begins; returns the request id."""
+        if route not in ROUTES:
+            raise LedgerError(f"unknown route {route!r}; expected one of {ROUTES}")
+        rid = request_id or uuid.uuid4().hex
+        with self.write() as db:
+            db["requests"].insert(
+                {
+                    "request_id": rid,
+                    "conversation_id": conversation_id,
+                    "route": route,
+                    "status": "started",
+                    "model_id": model_id,
+                    "device": device,
+                    "started_at": iso(utcnow()),
+                    "owner": self.owner,
+                }
+            )
+        self._started_mono[rid] = time.monotonic()
+        return rid
+
+    def finish(
+        self,
+        request_id: str,
+        *,
+        status: str = "completed",
+        measurement: Measurement | None = None,
+        route: str | None = None,
+        error: str | None = None,
+    ) -> dict[str, Any]:
+        """Finish a started row with its measurement and cost; returns the stored row."""
+        if status not in FINAL_STATUSES:
+            raise LedgerError(f"unknown final status {status!r}; expected one of {FINAL_STATUSES}")
+        m = measurement or Measurement()
+        began = self._started_mono.pop(request_id, None)
+        latency = time.monotonic() - began if began is not None else None
+        cost = self.profile.request_cost(m.compute_s)
+        values: dict[str, Any] = {
+            "status": status,
+            "finished_at": iso(utcnow()),
+            "queue_wait_s": m.queue_wait_s,
+            "prefill_s": m.prefill_s,
+            "decode_s": m.decode_s,
+            "compute_s": m.compute_s,
+            "latency_s": latency,
+            "prompt_tokens": m.prompt_tokens,
+            "completion_tokens": m.completion_tokens,
+            "cached_tokens": m.cached_tokens,
+            "cost_micros": to_micros(cost),
+            "profile": self.profile.name,
+            "profile_version": self.profile.version,
+            "currency": self.profile.currency,
+            "error": error,
+        }
+        if m.model_id:
+            values["model_id"] = m.model_id
+        if m.device:
+            values["device"] = m.device
+        if route is not None:
+            if route not in ROUTES:
+                raise LedgerError(f"unknown route {route!r}")
+            values["route"] = route
+        with self.write() as db:
+            sets = ", ".join(f"[{k}] = :{k}" for k in values)
+            cur = db.execute(
+                f"UPDATE requests SET {sets} WHERE request_id = :rid AND status = 'started'",
+                {**values, "rid": request_id},
+            )
+            if cur.rowcount != 1:
+                raise LedgerError(f"request {request_id} is unknown or already finished")
+        return self.get(request_id) or {}
+
+    @contextmanager
+    def track(self, *, conversation_id: str, route: str, **kwargs: Any) -> Iterator[_Tracked]:
+        """Start a row, yield a handle to fill in, finish it (`error` if the block raised)."""
+        handle = _Tracked(self.start(conversation_id=conversation_id, route=route, **kwargs), route)
+        try:
+            yield handle
+        except GeneratorExit:
+            self.finish(handle.request_id, status="cancelled", measurement=handle.measurement, route=handle.route)
+            raise
+        except BaseException as exc:
+            self.finish(
+                handle.request_id,
+                status="error",
+                measurement=handle.measurement,
+                route=handle.route,
+                error=f"{type(exc).__name__}: {exc}"[:500],
+            )
+            raise
+        else:
+            self.finish(handle.request_id, status=handle.status, measurement=handle.measurement, route=handle.route)
+
+    # -- recovery and liveness ---------------------------------------------------------------------
+    def recover_interrupted(self) -> int:
+        """Mark `started` rows of dead processes `interrupted`, with the time they ran; returns the count."""
+        host = socket.gethostname()
+        now = utcnow()
+        count = 0
+        with self.write() as db:
+            owners = {r["owner"]: r for r in db["instances"].rows}
+            rows = list(db.query("SELECT request_id, started_at, owner FROM requests WHERE status = 'started'"))
+            for row in rows:
+                inst = owners.get(row["owner"])
+                if row["owner"] == self.owner or (inst and _alive(inst, host, now)):
+                    continue
+                last_seen = parse_iso(inst["heartbeat_at"]) if inst else parse_iso(row["started_at"])
+                spent = max(0.0, (min(last_seen, now) - parse_iso(row["started_at"])).total_seconds())
+                db.execute(
+                    "UPDATE requests SET status = 'interrupted', finished_at = ?, latency_s = ?, "
+                    "error = 'process ended during the request' WHERE request_id = ? AND status = 'started'",
+                    [iso(now), spent, row["request_id"]],
+                )
+                count += 1
+        if count:
+            log.warning("marked %d ledger rows interrupted (their process ended mid-request)", count)
+        return count
+
+    def _heartbeat_loop(self) -> None:
+        while not self._stop.wait(HEARTBEAT_S):
+            try:
+                with self.write() as db:
+                    db.execute(
+                        "UPDATE instances SET heartbeat_at = ? WHERE owner = ?", [iso(utcnow()), self.owner]
+                    )
+            except Exception:  # a failed heartbeat must not kill the process
+                log.exception("ledger heartbeat failed")
+
+    def close(self) -> None:
+        """Stop the heartbeat and record a clean shutdown."""
+        self._stop.set()
+        if self._beat:
+            self._beat.join(timeout=5)
+        try:
+            now = iso(utcnow())
+            with self.write() as db:
+                db.execute(
+                    "UPDATE instances SET heartbeat_at = ?, stopped_at = ? WHERE owner = ?", [now, now, self.owner]
+                )
+        finally:
+            super().close()
+
+    # -- reading -----------------------------------------------------------------------------------
+    def get(self, request_id: str) -> dict[str, Any] | None:
+        """One ledger row as a dict, or None."""
+        with self.read() as db:
+            rows = list(db.query("SELECT * FROM requests WHERE request_id = ?", [request_id]))
+        return rows[0] if rows else None
+
+    def rows(self, where: str = "1=1", params: list[Any] | None = None) -> list[dict[str, Any]]:
+        """Ledger rows matching a SQL condition, oldest first."""
+        with self.read() as db:
+            return list(db.query(f"SELECT * FROM requests WHERE {where} ORDER BY started_at", params or []))
+
+
+@dataclass
+class _Tracked:
+    request_id: str
+    route: str
+    status: str = "completed"
+    measurement: Measurement | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _alive(instance: dict[str, Any], host: str, now: datetime) -> bool:
+    """Is the process that owns these rows still running?"""
+    if instance.get("stopped_at"):
+        return False
+    if instance["host"] == host:
+        try:
+            os.kill(int(instance["pid"]), 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        # the pid exists, but it may have been reused: trust a fresh heartbeat only
+    return (now - parse_iso(instance["heartbeat_at"])).total_seconds() < STALE_AFTER_S
