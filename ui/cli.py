@@ -132,5 +132,36 @@ def ask(text: str, conversation_id: str | None, lang: str | None, data_dir: Path
     )
 
 
+@main.group()
+def users() -> None:
+    """Staff and admin logins."""
+
+
+@users.command("add")
+@click.argument("name")
+@click.option("--role", type=click.Choice(["staff", "admin"]), required=True, help="staff or admin.")
+@click.option("--password-stdin", is_flag=True, help="Read the password from standard input (first line).")
+@data_dir_option
+@friendly_errors
+def users_add(name: str, role: str, password_stdin: bool, data_dir: Path | None) -> None:
+    """Create a login (password from --password-stdin, else prompted twice)."""
+    from bot.settings import BotSettings
+    from ui.auth import AuthError, UserStore
+
+    if password_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    else:
+        password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
+    settings = BotSettings() if data_dir is None else BotSettings(data_dir=data_dir)
+    store = UserStore(settings.database_path)
+    try:
+        store.add_user(name, role, password)
+    except AuthError as exc:
+        fail(str(exc), 2)
+    finally:
+        store.close()
+    click.echo(f"created {role} login {name!r}", err=True)
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

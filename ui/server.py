@@ -1,25 +1,71 @@
 """The web server: FastAPI with the Gradio apps mounted under their own paths.
 
 The customer chat is mounted at /chat (mounting a Gradio app at "/" breaks other mounts, gradio#8428);
-"/" redirects there. Staff and admin apps are mounted beside it with their own authentication.
+"/" redirects there. The staff console (/staff) and the admin dashboard (/admin) need a login. FastAPI
+route dependencies do not protect a mounted Gradio app (gradio#7005), so protection is twofold: a
+middleware refuses every request under those prefixes without a session of the right role (pages
+redirect to /login, everything else gets 401), and Gradio's own `auth_dependency` checks the same
+session on its routes.
 """
 
 from __future__ import annotations
 
-import gradio as gr
-from fastapi import FastAPI
-from fastapi.responses import JSONResponse, RedirectResponse
+import html
+from collections.abc import Awaitable, Callable
 
+import gradio as gr
+from fastapi import FastAPI, Form, Request
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+
+from ui.auth import SESSION_COOKIE, AuthError, User
 from ui.customer import build_customer_app
 from ui.services import Services
 
 CHAT_PATH = "/chat"
+STAFF_PATH = "/staff"
+ADMIN_PATH = "/admin"
+PROTECTED = {STAFF_PATH: "staff", ADMIN_PATH: "admin"}
+
+LOGIN_PAGE = """<!doctype html><html lang="en"><head><meta charset="utf-8"><title>firstline login</title>
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<style>body{{font-family:system-ui,sans-serif;max-width:22rem;margin:4rem auto}}label{{display:block;margin:.6rem 0}}
+input{{width:100%;padding:.4rem}}button{{padding:.5rem 1rem}}.err{{color:#b00020}}</style></head><body>
+<h1>Staff / Admin login</h1>{error}
+<form method="post" action="/login"><input type="hidden" name="next" value="{next}">
+<label>User <input name="username" id="username" autocomplete="username" required></label>
+<label>Password <input name="password" id="password" type="password" autocomplete="current-password" required></label>
+<button type="submit" id="login">Log in</button></form></body></html>"""
 
 
-def build_app(services: Services) -> FastAPI:
+def safe_next(target: str | None) -> str:
+    """Only redirect to our own protected pages after login (no open redirect)."""
+    for prefix in PROTECTED:
+        if target and (target == prefix or target.startswith(prefix + "/")) and "//" not in target:
+            return target
+    return STAFF_PATH + "/"
+
+
+def request_user(services: Services, request: Request) -> User | None:
+    """The logged-in user of a request (from the session cookie, checked on the server)."""
+    return services.users.session_user(request.cookies.get(SESSION_COOKIE))
+
+
+def build_app(services: Services, extra_mounts: list[Callable[[FastAPI, Services], None]] | None = None) -> FastAPI:
     """The FastAPI application serving every firstline page."""
     app = FastAPI(title="firstline", docs_url=None, redoc_url=None, openapi_url=None)
     settings = services.server_settings
+
+    @app.middleware("http")
+    async def protect(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        path = request.url.path
+        for prefix, role in PROTECTED.items():
+            if path == prefix or path.startswith(prefix + "/"):
+                user = request_user(services, request)
+                if user is None or not user.can(role):
+                    if request.method == "GET" and path in (prefix, prefix + "/"):
+                        return RedirectResponse(f"/login?next={prefix}/", status_code=303)
+                    return JSONResponse({"error": "login required"}, status_code=401)
+        return await call_next(request)
 
     @app.get("/", include_in_schema=False)
     def root() -> RedirectResponse:
@@ -27,12 +73,64 @@ def build_app(services: Services) -> FastAPI:
 
     @app.get("/healthz", include_in_schema=False)
     def health() -> JSONResponse:
-        return JSONResponse({"status": "ok", "model": services.model.model_id, "device": services.model.device})
+        return JSONResponse({"status": "ok"})
+
+    @app.get("/login", include_in_schema=False)
+    def login_form(next: str | None = None) -> HTMLResponse:
+        return HTMLResponse(LOGIN_PAGE.format(error="", next=html.escape(safe_next(next))))
+
+    @app.post("/login", include_in_schema=False)
+    def login(
+        request: Request, username: str = Form(""), password: str = Form(""), next: str = Form("")
+    ) -> Response:
+        client = request.client.host if request.client else "unknown"
+        try:
+            token = services.users.login(username, password, client)
+        except AuthError as exc:
+            page = LOGIN_PAGE.format(
+                error=f'<p class="err" id="error">{html.escape(str(exc))}</p>', next=html.escape(safe_next(next))
+            )
+            status = 429 if "too many" in str(exc) else 401
+            return HTMLResponse(page, status_code=status)
+        user = services.users.session_user(token)
+        target = safe_next(next)
+        if user and user.role == "staff" and target.startswith(ADMIN_PATH):
+            target = STAFF_PATH + "/"
+        response = RedirectResponse(target, status_code=303)
+        response.set_cookie(
+            SESSION_COOKIE,
+            token,
+            httponly=True,
+            samesite="strict",
+            secure=request.url.scheme == "https",
+            max_age=int(services.users.session_ttl.total_seconds()),
+            path="/",
+        )
+        return response
+
+    @app.get("/logout", include_in_schema=False)
+    def logout(request: Request) -> RedirectResponse:
+        services.users.logout(request.cookies.get(SESSION_COOKIE))
+        response = RedirectResponse("/login", status_code=303)
+        response.delete_cookie(SESSION_COOKIE, path="/")
+        return response
 
     customer = build_customer_app(services.bot, title=f"{services.bot_settings.company_name} Support")
     customer.queue(default_concurrency_limit=settings.chat_concurrency, max_size=settings.queue_size)
     gr.mount_gradio_app(app, customer, path=CHAT_PATH, footer_links=[], ssr_mode=False)
+    for mount in extra_mounts or []:
+        mount(app, services)
     return app
+
+
+def mount_protected(app: FastAPI, services: Services, blocks: gr.Blocks, path: str, role: str) -> None:
+    """Mount a Gradio app that only users with `role` (or admins) may use, on every route."""
+
+    def dependency(request: Request) -> str | None:
+        user = request_user(services, request)
+        return user.name if user is not None and user.can(role) else None
+
+    gr.mount_gradio_app(app, blocks, path=path, auth_dependency=dependency, footer_links=[], ssr_mode=False)
 
 
 def serve(services: Services) -> None:

@@ -11,6 +11,7 @@ from bot.conversations import ConversationStore
 from bot.settings import BotSettings
 from models.settings import ModelSettings
 from models.types import ChatModel
+from ui.auth import UserStore
 from ui.settings import ServerSettings
 from usage.ledger import Ledger
 
@@ -28,10 +29,12 @@ class Services:
     store: ConversationStore
     ledger: Ledger
     bot: Bot
+    users: UserStore
 
     def close(self) -> None:
         self.ledger.close()
         self.store.close()
+        self.users.close()
 
 
 def load_model(model_settings: ModelSettings, backend: str) -> ChatModel:
@@ -58,4 +61,5 @@ def build_services(data_dir: Path | None = None, model: ChatModel | None = None)
     bot = Bot(
         model=chat_model, store=store, ledger=ledger, settings=bot_settings, max_tokens=model_settings.max_tokens
     )
-    return Services(bot_settings, model_settings, server_settings, chat_model, store, ledger, bot)
+    users = UserStore(db_path)
+    return Services(bot_settings, model_settings, server_settings, chat_model, store, ledger, bot, users)
