@@ -8,10 +8,10 @@ the answer. `handle_message` is the same path, collected.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Generator, Iterator
+from typing import cast
 
-from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
+from langchain_core.messages import AIMessage, BaseMessage, BaseMessageChunk, HumanMessage
 
 from bot import prompts
 from bot.conversations import ConversationStore
@@ -21,7 +21,7 @@ from bot.settings import BotSettings
 from bot.types import Delta, Lang, Message, Reply, Source
 from models.errors import GenerationError
 from models.langchain import FirstlineChatModel
-from models.types import ChatMessage, ChatModel, Usage
+from models.types import ChatModel, Usage
 from usage.ledger import Ledger, Measurement
 
 log = logging.getLogger(__name__)
@@ -96,23 +96,26 @@ class Bot:
     ) -> Iterator[Delta | Reply]:
         messages = self.build_messages(text, lang, history, context)
         rid = self.ledger.start(
-            conversation_id=conversation_id, route="model", model_id=self.model.model_id, device=self.model.device
+            conversation_id=conversation_id,
+            route="model",
+            model_id=self.model.model_id,
+            device=self.model.device,
         )
         pieces: list[str] = []
-        usage: Usage | None = None
-        stream = self.llm.stream(messages, max_tokens=self.max_tokens)
+        usages: list[Usage] = []
+        stream = cast(
+            Generator[BaseMessageChunk, None, None],
+            self.llm.stream(messages, max_tokens=self.max_tokens, usage_sink=usages.append),
+        )
         try:
             for chunk in stream:
-                meta_usage = chunk.response_metadata.get("usage")
-                if meta_usage is not None:
-                    usage = meta_usage
                 piece = str(chunk.content)
                 if piece:
                     pieces.append(piece)
                     yield Delta(piece)
         except GeneratorExit:
             stream.close()
-            self.ledger.finish(rid, status="cancelled", measurement=_measure(usage))
+            self.ledger.finish(rid, status="cancelled", measurement=_measure(usages))
             if pieces:
                 self.store.add_message(
                     conversation_id, "assistant", "".join(pieces), lang=lang, request_id=rid, route="model"
@@ -120,13 +123,15 @@ class Bot:
             raise
         except GenerationError as exc:
             log.warning("model failed for conversation %s: %s", conversation_id, exc)
-            self.ledger.finish(rid, status="error", measurement=_measure(usage), error=str(exc)[:500])
+            self.ledger.finish(rid, status="error", measurement=_measure(usages), error=str(exc)[:500])
             answer = prompts.MODEL_FAILED[lang]
-            self.store.add_message(conversation_id, "assistant", answer, lang=lang, request_id=rid, route="model")
+            self.store.add_message(
+                conversation_id, "assistant", answer, lang=lang, request_id=rid, route="model"
+            )
             yield Reply(answer, "model", conversation_id, rid, lang, reason="model error")
             return
         answer = "".join(pieces).strip()
-        row = self.ledger.finish(rid, status="completed", measurement=_measure(usage))
+        row = self.ledger.finish(rid, status="completed", measurement=_measure(usages))
         self.store.add_message(
             conversation_id, "assistant", answer, lang=lang, request_id=rid, route="model", sources=sources
         )
@@ -182,9 +187,10 @@ def _shorten(text: str) -> str:
     return text[:keep]
 
 
-def _measure(usage: Any) -> Measurement:
-    if usage is None:
+def _measure(usages: list[Usage]) -> Measurement:
+    if not usages:
         return Measurement()
+    usage = usages[-1]
     return Measurement(
         queue_wait_s=usage.queue_wait_s,
         prefill_s=usage.prefill_s,

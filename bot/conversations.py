@@ -7,7 +7,7 @@ import re
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from sqlite_utils import Database
 from sqlite_utils.migrations import Migrations
@@ -23,13 +23,13 @@ _ID = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
 
 @migrations()
 def m001_conversations(db: Database) -> None:
-    db["conversations"].create(
+    db.table("conversations").create(
         {"id": str, "created_at": str, "updated_at": str, "lang": str, "status": str},
         pk="id",
         not_null={"created_at", "status"},
         defaults={"status": "bot"},
     )
-    db["messages"].create(
+    db.table("messages").create(
         {
             "id": int,
             "conversation_id": str,
@@ -45,7 +45,7 @@ def m001_conversations(db: Database) -> None:
         foreign_keys=[("conversation_id", "conversations", "id")],
         not_null={"conversation_id", "role", "content", "created_at"},
     )
-    db["messages"].create_index(["conversation_id", "id"])
+    db.table("messages").create_index(["conversation_id", "id"])
 
 
 def new_conversation_id() -> str:
@@ -77,7 +77,7 @@ class ConversationStore(Store):
                 return rows[0]
             now = iso(utcnow())
             row = {"id": conversation_id, "created_at": now, "updated_at": now, "lang": lang, "status": "bot"}
-            db["conversations"].insert(row)
+            db.table("conversations").insert(row)
             return row
 
     def get(self, conversation_id: str) -> dict[str, Any] | None:
@@ -88,7 +88,7 @@ class ConversationStore(Store):
     def set_fields(self, conversation_id: str, **fields: Any) -> None:
         """Update conversation columns (lang, status)."""
         with self.write() as db:
-            db["conversations"].update(conversation_id, {**fields, "updated_at": iso(utcnow())})
+            db.table("conversations").update(conversation_id, {**fields, "updated_at": iso(utcnow())})
 
     def add_message(
         self,
@@ -104,7 +104,7 @@ class ConversationStore(Store):
         """Append a message; returns its id."""
         now = iso(utcnow())
         with self.write() as db:
-            table = db["messages"]
+            table = db.table("messages")
             table.insert(
                 {
                     "conversation_id": conversation_id,
@@ -118,7 +118,7 @@ class ConversationStore(Store):
                 }
             )
             db.execute("UPDATE conversations SET updated_at = ? WHERE id = ?", [now, conversation_id])
-            return int(table.last_pk)  # type: ignore[attr-defined]
+            return int(cast(int, table.last_pk))
 
     def messages(self, conversation_id: str, limit: int | None = None) -> list[Message]:
         """The conversation's messages, oldest first (the last `limit` ones if given)."""
@@ -133,4 +133,6 @@ class ConversationStore(Store):
     def message_rows(self, conversation_id: str) -> list[dict[str, Any]]:
         """Raw message rows (with sources JSON), oldest first."""
         with self.read() as db:
-            return list(db.query("SELECT * FROM messages WHERE conversation_id = ? ORDER BY id", [conversation_id]))
+            return list(
+                db.query("SELECT * FROM messages WHERE conversation_id = ? ORDER BY id", [conversation_id])
+            )

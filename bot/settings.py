@@ -25,7 +25,9 @@ class BotSettings(BaseSettings):
         description="Directory holding the SQLite database (firstline.db) and other state.",
     )
     company_name: str = Field("Lumenet", description="Company name used in the bot's system prompt.")
-    default_language: str = Field("en", pattern="^(en|de)$", description="Language when it cannot be detected.")
+    default_language: str = Field(
+        "en", pattern="^(en|de)$", description="Language when it cannot be detected."
+    )
     max_input_chars: int = Field(2000, ge=10, description="Longest customer message accepted, in characters.")
     history_messages: int = Field(
         20, ge=0, description="Most recent messages loaded as history (then trimmed to fit the context)."

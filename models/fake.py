@@ -10,7 +10,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Generator
 from dataclasses import dataclass, field
 
 from models.errors import ContextOverflowError, GenerationError
@@ -72,7 +72,11 @@ class ScriptedChatModel:
 
 class _ScriptedGeneration(Generation):
     def __init__(
-        self, owner: ScriptedChatModel, messages: list[ChatMessage], script: str | BaseException, limit: int | None
+        self,
+        owner: ScriptedChatModel,
+        messages: list[ChatMessage],
+        script: str | BaseException,
+        limit: int | None,
     ) -> None:
         self.usage = None
         self._inner = self._run(owner, messages, script, limit)
@@ -84,8 +88,12 @@ class _ScriptedGeneration(Generation):
         self._inner.close()
 
     def _run(
-        self, owner: ScriptedChatModel, messages: list[ChatMessage], script: str | BaseException, limit: int | None
-    ) -> Iterator[str]:
+        self,
+        owner: ScriptedChatModel,
+        messages: list[ChatMessage],
+        script: str | BaseException,
+        limit: int | None,
+    ) -> Generator[str, None, None]:
         t_call = time.perf_counter()
         with owner._lock:
             t_acq = time.perf_counter()

@@ -3,7 +3,8 @@
 It lets prompts and chains built with `langchain-core` run on the one model this process has loaded
 (never a `ChatLlamaCpp` per request, which would load the model each time). Each streamed chunk carries
 text; the last one carries our measured `Usage` in `response_metadata["usage"]` and LangChain's
-`usage_metadata` token counts.
+`usage_metadata` token counts. Pass `usage_sink=callable` to also receive the Usage when the stream
+is closed early (a cancelled chat still has its compute time recorded).
 """
 
 from __future__ import annotations
@@ -66,6 +67,7 @@ class FirstlineChatModel(BaseChatModel):
             temperature=kwargs.get("temperature", self.temperature),
             grammar=kwargs.get("grammar"),
         )
+        sink = kwargs.get("usage_sink")
         try:
             for piece in gen:
                 chunk = ChatGenerationChunk(message=AIMessageChunk(content=piece))
@@ -74,6 +76,9 @@ class FirstlineChatModel(BaseChatModel):
                 yield chunk
         finally:
             gen.close()
+            # also reached when the consumer stops early: the caller still learns what was spent
+            if sink is not None and gen.usage is not None:
+                sink(gen.usage)
         usage = gen.usage
         if usage is not None:
             yield ChatGenerationChunk(message=_usage_chunk(usage))

@@ -14,7 +14,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Generator
 from pathlib import Path
 from typing import Any
 
@@ -128,7 +128,7 @@ class _LlamaGeneration(Generation):
         max_tokens: int | None,
         temperature: float | None,
         grammar: str | None,
-    ) -> Iterator[str]:
+    ) -> Generator[str, None, None]:
         owner, s = self._owner, self._owner.settings
         llm = owner.llama
         t_call = time.perf_counter()

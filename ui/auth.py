@@ -40,18 +40,18 @@ class AuthError(Exception):
 
 @migrations()
 def m001_users(db: Database) -> None:
-    db["users"].create(
+    db.table("users").create(
         {"name": str, "role": str, "password_hash": str, "created_at": str, "disabled": int},
         pk="name",
         not_null={"role", "password_hash", "created_at"},
         defaults={"disabled": 0},
     )
-    db["sessions"].create(
+    db.table("sessions").create(
         {"token_hash": str, "name": str, "role": str, "created_at": str, "expires_at": str},
         pk="token_hash",
         foreign_keys=[("name", "users", "name")],
     )
-    db["sessions"].create_index(["expires_at"])
+    db.table("sessions").create_index(["expires_at"])
 
 
 def hash_password(password: str) -> str:
@@ -128,10 +128,15 @@ class UserStore(Store):
         if len(password) < 8:
             raise AuthError("password must be at least 8 characters")
         with self.write() as db:
-            if db["users"].count_where("name = ?", [name]):
+            if db.table("users").count_where("name = ?", [name]):
                 raise AuthError(f"user {name!r} already exists")
-            db["users"].insert(
-                {"name": name, "role": role, "password_hash": hash_password(password), "created_at": iso(utcnow())}
+            db.table("users").insert(
+                {
+                    "name": name,
+                    "role": role,
+                    "password_hash": hash_password(password),
+                    "created_at": iso(utcnow()),
+                }
             )
         return User(name, role)
 
@@ -157,7 +162,7 @@ class UserStore(Store):
         token = secrets.token_urlsafe(32)
         now = utcnow()
         with self.write() as db:
-            db["sessions"].insert(
+            db.table("sessions").insert(
                 {
                     "token_hash": _token_hash(token),
                     "name": user.name,

@@ -66,7 +66,9 @@ def emit(payload: dict[str, Any]) -> None:
 def main(verbose: int) -> None:
     """firstline: a self-hosted first-level support chatbot with a compute-cost ledger."""
     level = logging.WARNING - 10 * min(verbose, 2)
-    logging.basicConfig(level=level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
 
 
 @main.command()
@@ -93,11 +95,15 @@ def serve(host: str | None, port: int | None, data_dir: Path | None) -> None:
 @main.command()
 @click.argument("text")
 @click.option("--conversation", "conversation_id", default=None, help="Continue this conversation id.")
-@click.option("--lang", type=click.Choice(["de", "en"]), default=None, help="Answer language (default: detect).")
+@click.option(
+    "--lang", type=click.Choice(["de", "en"]), default=None, help="Answer language (default: detect)."
+)
 @data_dir_option
 @json_option
 @friendly_errors
-def ask(text: str, conversation_id: str | None, lang: str | None, data_dir: Path | None, as_json: bool) -> None:
+def ask(
+    text: str, conversation_id: str | None, lang: str | None, data_dir: Path | None, as_json: bool
+) -> None:
     """One customer turn through the full path (routing, knowledge base, model, escalation, ledger)."""
     from bot.conversations import check_conversation_id, new_conversation_id
     from ui.services import build_services
@@ -111,7 +117,9 @@ def ask(text: str, conversation_id: str | None, lang: str | None, data_dir: Path
     payload = {
         "answer": reply.text,
         "route": reply.route,
-        "sources": [{"title": s.title, "path": s.path, "score": s.score, "url": s.url} for s in reply.sources],
+        "sources": [
+            {"title": s.title, "path": s.path, "score": s.score, "url": s.url} for s in reply.sources
+        ],
         "ticket_id": reply.ticket_id,
         "request_id": reply.request_id,
         "conversation_id": reply.conversation_id,

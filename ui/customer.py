@@ -34,7 +34,11 @@ def format_reply(reply: Reply) -> str:
 
 
 def respond(
-    bot: Bot, message: str, history: ChatHistory | None, conversation_id: str | None, lang_choice: str = "auto"
+    bot: Bot,
+    message: str,
+    history: ChatHistory | None,
+    conversation_id: str | None,
+    lang_choice: str = "auto",
 ) -> Iterator[tuple[str, ChatHistory, str]]:
     """Gradio handler: add the customer's message, then stream the answer into the last bubble."""
     conversation_id = conversation_id or new_conversation_id()
@@ -66,7 +70,12 @@ def build_customer_app(bot: Bot, *, title: str = "Support") -> gr.Blocks:
         gr.Markdown(f"## {title}\nFragen Sie uns auf Deutsch oder Englisch. · Ask us in German or English.")
         conversation_id = gr.State(None)
         chatbot = gr.Chatbot(
-            label="Chat", elem_id="chat", height=480, sanitize_html=True, feedback_options=None, buttons=["copy"]
+            label="Chat",
+            elem_id="chat",
+            height=480,
+            sanitize_html=True,
+            feedback_options=None,
+            buttons=["copy"],
         )
         with gr.Row():
             text = gr.Textbox(
@@ -87,5 +96,5 @@ def build_customer_app(bot: Bot, *, title: str = "Support") -> gr.Blocks:
         inputs = [text, chatbot, conversation_id, lang]
         outputs = [text, chatbot, conversation_id]
         text.submit(handler, inputs, outputs, api_name="chat")
-        send.click(handler, inputs, outputs, api_name=False)
+        send.click(handler, inputs, outputs, api_visibility="private")
     return app

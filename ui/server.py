@@ -50,7 +50,9 @@ def request_user(services: Services, request: Request) -> User | None:
     return services.users.session_user(request.cookies.get(SESSION_COOKIE))
 
 
-def build_app(services: Services, extra_mounts: list[Callable[[FastAPI, Services], None]] | None = None) -> FastAPI:
+def build_app(
+    services: Services, extra_mounts: list[Callable[[FastAPI, Services], None]] | None = None
+) -> FastAPI:
     """The FastAPI application serving every firstline page."""
     app = FastAPI(title="firstline", docs_url=None, redoc_url=None, openapi_url=None)
     settings = services.server_settings
@@ -88,7 +90,8 @@ def build_app(services: Services, extra_mounts: list[Callable[[FastAPI, Services
             token = services.users.login(username, password, client)
         except AuthError as exc:
             page = LOGIN_PAGE.format(
-                error=f'<p class="err" id="error">{html.escape(str(exc))}</p>', next=html.escape(safe_next(next))
+                error=f'<p class="err" id="error">{html.escape(str(exc))}</p>',
+                next=html.escape(safe_next(next)),
             )
             status = 429 if "too many" in str(exc) else 401
             return HTMLResponse(page, status_code=status)

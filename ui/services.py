@@ -59,7 +59,11 @@ def build_services(data_dir: Path | None = None, model: ChatModel | None = None)
     ledger = Ledger(db_path)
     store = ConversationStore(db_path)
     bot = Bot(
-        model=chat_model, store=store, ledger=ledger, settings=bot_settings, max_tokens=model_settings.max_tokens
+        model=chat_model,
+        store=store,
+        ledger=ledger,
+        settings=bot_settings,
+        max_tokens=model_settings.max_tokens,
     )
     users = UserStore(db_path)
     return Services(bot_settings, model_settings, server_settings, chat_model, store, ledger, bot, users)

@@ -16,9 +16,12 @@ class ServerSettings(BaseSettings):
     host: str = Field("127.0.0.1", description="Interface to bind (use a reverse proxy for public access).")
     port: int = Field(7860, ge=1, le=65535, description="TCP port.")
     model_backend: Literal["llama", "scripted"] = Field(
-        "llama", description="'llama' runs the GGUF model; 'scripted' is a fake model for tests and load tests."
+        "llama",
+        description="'llama' runs the GGUF model; 'scripted' is a fake model for tests and load tests.",
     )
     chat_concurrency: int = Field(
         16, ge=1, description="Chat requests handled at once (they queue for the one model inside)."
     )
-    queue_size: int = Field(64, ge=1, description="Chat requests allowed to wait; beyond that callers are told to wait.")
+    queue_size: int = Field(
+        64, ge=1, description="Chat requests allowed to wait; beyond that callers are told to wait."
+    )

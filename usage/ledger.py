@@ -41,7 +41,7 @@ migrations = Migrations("firstline.usage")
 
 @migrations()
 def m001_ledger(db: Database) -> None:
-    db["requests"].create(
+    db.table("requests").create(
         {
             "request_id": str,
             "conversation_id": str,
@@ -69,10 +69,10 @@ def m001_ledger(db: Database) -> None:
         pk="request_id",
         not_null={"conversation_id", "route", "status", "started_at", "owner"},
     )
-    db["requests"].create_index(["started_at"])
-    db["requests"].create_index(["conversation_id"])
-    db["requests"].create_index(["status"])
-    db["instances"].create(
+    db.table("requests").create_index(["started_at"])
+    db.table("requests").create_index(["conversation_id"])
+    db.table("requests").create_index(["status"])
+    db.table("instances").create(
         {"owner": str, "host": str, "pid": int, "started_at": str, "heartbeat_at": str, "stopped_at": str},
         pk="owner",
     )
@@ -121,7 +121,7 @@ class Ledger(Store):
         self._started_mono: dict[str, float] = {}
         now = iso(utcnow())
         with self.write() as db:
-            db["instances"].insert(
+            db.table("instances").insert(
                 {
                     "owner": self.owner,
                     "host": socket.gethostname(),
@@ -153,7 +153,7 @@ class Ledger(Store):
             raise LedgerError(f"unknown route {route!r}; expected one of {ROUTES}")
         rid = request_id or uuid.uuid4().hex
         with self.write() as db:
-            db["requests"].insert(
+            db.table("requests").insert(
                 {
                     "request_id": rid,
                     "conversation_id": conversation_id,
@@ -226,7 +226,9 @@ class Ledger(Store):
         try:
             yield handle
         except GeneratorExit:
-            self.finish(handle.request_id, status="cancelled", measurement=handle.measurement, route=handle.route)
+            self.finish(
+                handle.request_id, status="cancelled", measurement=handle.measurement, route=handle.route
+            )
             raise
         except BaseException as exc:
             self.finish(
@@ -238,7 +240,9 @@ class Ledger(Store):
             )
             raise
         else:
-            self.finish(handle.request_id, status=handle.status, measurement=handle.measurement, route=handle.route)
+            self.finish(
+                handle.request_id, status=handle.status, measurement=handle.measurement, route=handle.route
+            )
 
     # -- recovery and liveness ---------------------------------------------------------------------
     def recover_interrupted(self) -> int:
@@ -247,8 +251,10 @@ class Ledger(Store):
         now = utcnow()
         count = 0
         with self.write() as db:
-            owners = {r["owner"]: r for r in db["instances"].rows}
-            rows = list(db.query("SELECT request_id, started_at, owner FROM requests WHERE status = 'started'"))
+            owners = {r["owner"]: r for r in db.table("instances").rows}
+            rows = list(
+                db.query("SELECT request_id, started_at, owner FROM requests WHERE status = 'started'")
+            )
             for row in rows:
                 inst = owners.get(row["owner"])
                 if row["owner"] == self.owner or (inst and _alive(inst, host, now)):
@@ -284,7 +290,8 @@ class Ledger(Store):
             now = iso(utcnow())
             with self.write() as db:
                 db.execute(
-                    "UPDATE instances SET heartbeat_at = ?, stopped_at = ? WHERE owner = ?", [now, now, self.owner]
+                    "UPDATE instances SET heartbeat_at = ?, stopped_at = ? WHERE owner = ?",
+                    [now, now, self.owner],
                 )
         finally:
             super().close()

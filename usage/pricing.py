@@ -31,9 +31,14 @@ def seconds(value: float) -> Decimal:
 class PricingProfile(Protocol):
     """What the ledger needs from a profile: a name, a version, a currency and a per-request cost."""
 
-    name: str
-    version: int
-    currency: str
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def version(self) -> int: ...
+
+    @property
+    def currency(self) -> str: ...
 
     def request_cost(self, compute_s: float) -> Decimal:
         """The marginal cost of one request that computed for `compute_s` seconds."""

@@ -1,0 +1,273 @@
+"""Scoring a question set (JSON Lines) against the running bot: retrieval, routing, escalation, cost.
+
+Every question runs in a fresh conversation through `Bot.handle_message`, the same path as the chat, so
+routing, the ledger and the model are measured as customers meet them. Retrieval metrics instead call
+`KnowledgeBase.search(question, lang)` directly, so they do not depend on the route a question took
+(an FAQ or escalated answer may carry no sources at all). The arithmetic lives in pure functions
+(`source_matches`, `hit_at`, `escalation_scores`, `percentile`, `faq_tradeoff`, `summarize`) that
+the tests check on hand-made sets.
+
+Conventions: a question counts for hit@k only when it has `expected_source`; escalation precision is
+1.0 when nothing was escalated and recall is 1.0 when nothing should have been (no mistake possible).
+`answered_rate` is the share of all questions whose reply came from the FAQ or the model and is not a
+"don't know / no relevant information" reply (`is_answer`); escalations are never answers.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+from bot.types import Lang, Source
+
+THRESHOLDS = (0.5, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95)
+# Replies that route to the FAQ or model but give no answer (the prompt tells the model to say so).
+DONT_KNOW_MARKERS = (
+    "i don't know", "i do not know", "don't have information", "do not have information", "no information",
+    "not sure", "can't help with", "cannot help with", "unable to help", "no relevant",
+    "weiß ich nicht", "nicht weiß", "weiß es nicht", "keine informationen", "keine relevanten",
+    "kann ich nicht helfen", "kann ich leider nicht", "nicht beantworten",
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Question:
+    """One line of a question file."""
+
+    question: str
+    lang: Lang | None = None
+    expected_source: str | None = None
+    should_escalate: bool | None = None
+
+
+@dataclass(frozen=True)
+class QuestionResult:
+    """What happened to one question."""
+
+    question: str
+    lang: str
+    route: str
+    hit_at_1: bool | None
+    hit_at_3: bool | None
+    escalated: bool
+    should_escalate: bool | None
+    answered: bool
+    latency_s: float
+    compute_s: float
+    cost_micros: int = 0
+    faq_score: float | None = None
+    faq_correct: bool | None = None
+    sources: tuple[str, ...] = field(default_factory=tuple)
+
+
+def load_questions(path: Path, limit: int | None = None) -> list[Question]:
+    """Parse a question file; ValueError names the first bad line."""
+    out: list[Question] = []
+    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+            text = str(row["question"]).strip()
+        except (json.JSONDecodeError, KeyError, TypeError) as exc:
+            raise ValueError(f"{path}:{lineno}: expected a JSON object with a 'question' ({exc})") from exc
+        lang = row.get("lang") if row.get("lang") in ("en", "de") else None
+        esc = row.get("should_escalate")
+        out.append(Question(text, lang, row.get("expected_source") or None, None if esc is None else bool(esc)))
+        if limit is not None and len(out) >= limit:
+            break
+    return out
+
+
+# -- pure scoring ----------------------------------------------------------------------------------------
+def source_matches(expected: str, source: Source) -> bool:
+    """`expected` names the source: its path, the path's final component, or its title (case-insensitive)."""
+    want = expected.strip().casefold()
+    path = source.path.casefold()
+    final = path.split("#", 1)[0].rsplit("/", 1)[-1]
+    return want in (path, final, source.title.strip().casefold())
+
+
+def hit_at(expected: str | None, sources: Sequence[Source], k: int) -> bool | None:
+    """Whether one of the first k sources matches; None when the question has no expected source."""
+    if not expected:
+        return None
+    return any(source_matches(expected, s) for s in sources[:k])
+
+
+def is_answer(route: str, text: str) -> bool:
+    """An FAQ or model reply that actually answers (not a "don't know"); escalations never count."""
+    if route not in ("faq", "model") or not text.strip():
+        return False
+    low = text.casefold()
+    return not any(marker in low for marker in DONT_KNOW_MARKERS)
+
+
+def escalation_scores(pairs: Iterable[tuple[bool, bool | None]]) -> tuple[float, float]:
+    """(precision, recall) of escalation over (escalated, should_escalate) pairs with a label.
+
+    Precision is 1.0 when nothing was escalated, recall 1.0 when nothing should have been.
+    """
+    tp = fp = fn = 0
+    for escalated, label in pairs:
+        if label is None:
+            continue
+        tp += escalated and label
+        fp += escalated and not label
+        fn += (not escalated) and label
+    precision = tp / (tp + fp) if tp + fp else 1.0
+    recall = tp / (tp + fn) if tp + fn else 1.0
+    return precision, recall
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """The q-th percentile (0..100) by linear interpolation; 0.0 for no values."""
+    if not values:
+        return 0.0
+    ordered = sorted(values)
+    pos = (len(ordered) - 1) * q / 100.0
+    lo, hi = math.floor(pos), math.ceil(pos)
+    return ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)
+
+
+def rate(flags: Iterable[bool | None]) -> float | None:
+    """Share of True among the non-None flags; None when there are none."""
+    known = [f for f in flags if f is not None]
+    return sum(known) / len(known) if known else None
+
+
+def faq_tradeoff(
+    items: Sequence[tuple[float | None, bool | None]], thresholds: Sequence[float] = THRESHOLDS
+) -> list[dict[str, Any]]:
+    """For each threshold: share of questions answered from the FAQ and the precision of those answers.
+
+    `items` holds (best faq_match score or None, whether that FAQ entry is right for the question);
+    an FAQ answer with an unknown verdict counts as wrong. Precision is 1.0 when no FAQ answer is given.
+    """
+    rows = []
+    n = len(items)
+    for t in thresholds:
+        taken = [ok for score, ok in items if score is not None and score >= t]
+        correct = sum(1 for ok in taken if ok)
+        rows.append(
+            {
+                "threshold": t,
+                "faq_answers": len(taken),
+                "faq_share": len(taken) / n if n else 0.0,
+                "faq_precision": correct / len(taken) if taken else 1.0,
+            }
+        )
+    return rows
+
+
+def summarize(results: Sequence[QuestionResult], currency: str = "EUR") -> dict[str, Any]:
+    """The report's headline figures over per-question results."""
+    from usage.pricing import from_micros
+
+    n = len(results)
+    precision, recall = escalation_scores((r.escalated, r.should_escalate) for r in results)
+    cost = from_micros(sum(r.cost_micros for r in results)) / n if n else Decimal(0)
+    return {
+        "questions": n,
+        "retrieval_hit_at_1": rate(r.hit_at_1 for r in results),
+        "retrieval_hit_at_3": rate(r.hit_at_3 for r in results),
+        "retrieval_questions": sum(1 for r in results if r.hit_at_1 is not None),
+        "escalation_precision": precision,
+        "escalation_recall": recall,
+        "answered_rate": sum(r.answered for r in results) / n if n else 0.0,
+        "faq_rate": sum(r.route == "faq" for r in results) / n if n else 0.0,
+        "mean_compute_s": sum(r.compute_s for r in results) / n if n else 0.0,
+        "p95_latency_s": percentile([r.latency_s for r in results], 95),
+        "cost_per_question": float(round(cost, 6)),
+        "currency": currency,
+    }
+
+
+def by_language(results: Sequence[QuestionResult]) -> dict[str, dict[str, Any]]:
+    """Retrieval hit rates per language."""
+    out = {}
+    for lang in sorted({r.lang for r in results}):
+        part = [r for r in results if r.lang == lang]
+        out[lang] = {
+            "questions": len(part),
+            "retrieval_hit_at_1": rate(r.hit_at_1 for r in part),
+            "retrieval_hit_at_3": rate(r.hit_at_3 for r in part),
+        }
+    return out
+
+
+# -- running ----------------------------------------------------------------------------------------------
+def faq_verdict(question: Question, match_source: Source | None, match_category: str, categories: dict[str, str]) -> bool:
+    """Whether an FAQ entry suits a question: it names the expected source, or shares its category."""
+    if match_source is None or not question.expected_source or question.should_escalate:
+        return False
+    if source_matches(question.expected_source, match_source):
+        return True
+    expected_cat = categories.get(question.expected_source.casefold().rsplit("/", 1)[-1], "")
+    return bool(expected_cat) and expected_cat == match_category
+
+
+def run(services: Any, kb: Any, questions: Sequence[Question], *, top: int = 3) -> list[QuestionResult]:
+    """Ask every question in a fresh conversation; retrieval is scored with kb.search directly."""
+    from bot.conversations import new_conversation_id
+
+    categories = kb.categories()
+    results = []
+    for q in questions:
+        sources = kb.search(q.question, q.lang, top=max(top, 3))
+        match = kb.faq_match(q.question, q.lang)
+        conversation_id = new_conversation_id()
+        began = time.perf_counter()
+        reply = services.bot.handle_message(conversation_id, q.question, q.lang)
+        latency = time.perf_counter() - began
+        compute_s, cost = _ledger_totals(services.ledger, conversation_id, reply.compute_s)
+        results.append(
+            QuestionResult(
+                question=q.question,
+                lang=q.lang or reply.lang,
+                route=reply.route,
+                hit_at_1=hit_at(q.expected_source, sources, 1),
+                hit_at_3=hit_at(q.expected_source, sources, 3),
+                escalated=reply.route == "human",
+                should_escalate=q.should_escalate,
+                answered=is_answer(reply.route, reply.text),
+                latency_s=latency,
+                compute_s=compute_s,
+                cost_micros=cost,
+                faq_score=match.score if match else None,
+                faq_correct=faq_verdict(q, match.source if match else None, match.source.section if match else "",
+                                        categories),
+                sources=tuple(s.path for s in sources[:3]),
+            )  # fmt: skip
+        )
+    return results
+
+
+def _ledger_totals(ledger: Any, conversation_id: str, fallback_s: float) -> tuple[float, int]:
+    """Compute seconds and cost (micro-units) of all ledger rows of one conversation."""
+    with ledger.read() as db:
+        compute, cost, rows = db.execute(
+            "SELECT coalesce(sum(compute_s), 0), coalesce(sum(cost_micros), 0), count(*) FROM requests "
+            "WHERE conversation_id = ?",
+            [conversation_id],
+        ).fetchone()
+    return (float(compute) if rows else fallback_s), int(cost)
+
+
+def report(results: Sequence[QuestionResult], thresholds: Sequence[float] = THRESHOLDS) -> dict[str, Any]:
+    """The full JSON report: headline figures, per language, FAQ threshold table, per-question rows."""
+    out = summarize(results)
+    out["by_language"] = by_language(results)
+    out["faq_threshold_tradeoff"] = faq_tradeoff([(r.faq_score, r.faq_correct) for r in results], thresholds)
+    out["rows"] = [
+        {k: v for k, v in asdict(r).items() if k not in ("cost_micros", "faq_correct")}
+        | {"latency_s": round(r.latency_s, 4), "compute_s": round(r.compute_s, 4)}
+        for r in results
+    ]
+    return out

@@ -1,0 +1,137 @@
+"""Real-model tier: the bundled GGUF model through the model layer and the whole bot path."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bot.conversation import Bot
+from bot.conversations import ConversationStore
+from models.types import ChatMessage, Generation
+from usage.ledger import Ledger
+
+pytestmark = pytest.mark.real_model
+
+
+def test_streaming_reports_measured_usage(real_model: Any) -> None:
+    gen = real_model.stream(
+        [
+            ChatMessage("system", "You are a support assistant."),
+            ChatMessage("user", "How do I reset my password?"),
+        ],
+        max_tokens=24,
+    )
+    pieces = list(gen)
+    assert len(pieces) > 3 and "".join(pieces).strip()
+    u = gen.usage
+    assert u is not None
+    assert u.prompt_tokens > 10 and 0 < u.completion_tokens <= 24
+    assert u.prefill_s > 0 and u.decode_s > 0 and u.compute_s == pytest.approx(u.prefill_s + u.decode_s)
+    assert u.queue_wait_s >= 0 and u.device == "CPU" and u.model_id.startswith("SmolLM2-135M")
+
+
+def test_greedy_generation_is_reproducible(real_model: Any) -> None:
+    msgs = [ChatMessage("user", "Name three colours.")]
+    a, _ = real_model.complete(msgs, max_tokens=16)
+    b, _ = real_model.complete(msgs, max_tokens=16)
+    assert a == b
+
+
+def test_follow_up_turn_reuses_the_cached_prefix(real_model: Any) -> None:
+    first = [ChatMessage("system", "You are a support assistant. " * 10), ChatMessage("user", "Hello")]
+    text, u1 = real_model.complete(first, max_tokens=8)
+    follow = first + [ChatMessage("assistant", text), ChatMessage("user", "And my bill?")]
+    _, u2 = real_model.complete(follow, max_tokens=8)
+    assert u2.cached_tokens >= u1.prompt_tokens - 2
+
+
+def test_queue_wait_is_measured_when_the_model_is_busy(real_model: Any) -> None:
+    msgs = [ChatMessage("user", "Tell me a long story about routers.")]
+    results: list[Any] = []
+
+    def run() -> None:
+        results.append(real_model.complete(msgs, max_tokens=32)[1])
+
+    threads = [threading.Thread(target=run) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    waits = sorted(u.queue_wait_s for u in results)
+    assert waits[1] > 0.05  # the second caller waited for the first one's generation
+
+
+class ClockedModel:
+    """Wraps a model and measures, with an independent clock, how long each generation ran."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.walls: list[float] = []
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    def stream(self, messages: list[ChatMessage], **kw: Any) -> Generation:
+        gen = self.inner.stream(messages, **kw)
+        outer = self
+
+        class Timed(Generation):
+            usage = None
+
+            def __init__(self) -> None:
+                self.t0: float | None = None
+
+            def __next__(self) -> str:
+                if self.t0 is None:
+                    self.t0 = time.perf_counter()
+                try:
+                    return next(gen)
+                except StopIteration:
+                    outer.walls.append(time.perf_counter() - self.t0)
+                    self.usage = gen.usage
+                    raise
+
+            def close(self) -> None:
+                gen.close()
+
+        return Timed()
+
+
+def test_ledger_compute_seconds_match_an_independent_clock(real_model: Any, data_dir: Path) -> None:
+    db = data_dir / "firstline.db"
+    clocked = ClockedModel(real_model)
+    bot = Bot(model=clocked, store=ConversationStore(db), ledger=Ledger(db, heartbeat=False), max_tokens=64)  # type: ignore[arg-type]
+    reply = bot.handle_message("clock", "Explain in detail how to set up a new home router and Wi-Fi.")
+    conn = sqlite3.connect(db)
+    compute_s, status = conn.execute(
+        "SELECT compute_s, status FROM requests WHERE request_id = ?", [reply.request_id]
+    ).fetchone()
+    conn.close()
+    assert status == "completed"
+    wall = clocked.walls[-1]
+    assert compute_s > 0.2
+    assert abs(compute_s - wall) / wall < 0.05, (compute_s, wall)
+
+
+def test_long_real_conversation_never_overflows_the_context(data_dir: Path) -> None:
+    from models.llama import LlamaChatModel
+    from models.settings import ModelSettings
+
+    small = LlamaChatModel(ModelSettings(n_ctx=512, max_tokens=32, temperature=0.0))
+    db = data_dir / "firstline.db"
+    bot = Bot(model=small, store=ConversationStore(db), ledger=Ledger(db, heartbeat=False), max_tokens=32)
+    bot.settings.history_messages = 100
+    for i in range(12):
+        reply = bot.handle_message(
+            "long", f"Question {i}: my router blinks red and the internet is slow " * 3
+        )
+        assert reply.route == "model"
+    conn = sqlite3.connect(db)
+    statuses = [r[0] for r in conn.execute("SELECT status FROM requests")]
+    conn.close()
+    assert statuses == ["completed"] * 12
