@@ -1,27 +1,35 @@
 """Bot: the one orchestration point for a customer message.
 
-`stream_message` stores the customer's text, decides the route, builds the prompt with LangChain, streams
-the model's answer through the ledger (a `started` row before generation, finished after it) and stores
-the answer. `handle_message` is the same path, collected.
+`stream_message` stores the customer's text, writes a `started` ledger row, lets the router decide
+(rules, retrieval, FAQ), and then answers from the FAQ without generation, asks one clarifying question,
+hands the conversation to a human (ticket), or streams a model answer built from the retrieved passages
+through LangChain. While a human owns the conversation the bot stays silent and the message goes to the
+ticket. A model failure or timeout escalates instead of vanishing. `handle_message` is the same path,
+collected.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Generator, Iterator
 from typing import cast
 
 from langchain_core.messages import AIMessage, BaseMessage, BaseMessageChunk, HumanMessage
 
-from bot import prompts
+from bot import escalation, prompts
 from bot.conversations import ConversationStore
 from bot.errors import InputError
+from bot.knowledge import KnowledgeBase, KnowledgeSettings
 from bot.language import detect_language
+from bot.router import CLARIFY_ROUTE, Decision, Router
+from bot.safety import sanitize_answer
 from bot.settings import BotSettings
+from bot.tickets import TicketStore
 from bot.types import Delta, Lang, Message, Reply, Source
 from models.errors import GenerationError
-from models.langchain import FirstlineChatModel
-from models.types import ChatModel, Usage
+from models.langchain import FirstlineChatModel, to_chat_messages
+from models.types import ChatMessage, ChatModel, Usage
 from usage.ledger import Ledger, Measurement
 
 log = logging.getLogger(__name__)
@@ -29,10 +37,11 @@ log = logging.getLogger(__name__)
 # Tokens kept free besides the answer budget: chat-template overhead differs slightly between
 # counting and generation (generation prompt, BOS), so never plan to the last token.
 SAFETY_TOKENS = 8
+PASSAGE_CHARS = 900
 
 
 class Bot:
-    """Answers customer messages; every model call goes through the ledger."""
+    """Answers customer messages; every request goes through the ledger."""
 
     def __init__(
         self,
@@ -42,12 +51,18 @@ class Bot:
         ledger: Ledger,
         settings: BotSettings | None = None,
         max_tokens: int = 256,
+        knowledge: KnowledgeBase | None = None,
+        knowledge_settings: KnowledgeSettings | None = None,
+        tickets: TicketStore | None = None,
     ) -> None:
         self.model = model
         self.store = store
         self.ledger = ledger
         self.settings = settings or BotSettings()
         self.max_tokens = max_tokens  # reserved for, and at most spent on, one answer
+        self.knowledge = knowledge
+        self.tickets = tickets or TicketStore(store.path, conversations=store)
+        self.router = Router(knowledge, self.settings, knowledge_settings)
         self.llm = FirstlineChatModel(chat_model=model)
 
     # -- public API --------------------------------------------------------------------------------
@@ -60,9 +75,7 @@ class Bot:
         assert reply is not None
         return reply
 
-    def stream_message(
-        self, conversation_id: str, text: str, lang: Lang | None = None
-    ) -> Iterator[Delta | Reply]:
+    def stream_message(self, conversation_id: str, text: str, lang: Lang | None = None) -> Iterator[Delta | Reply]:
         """Answer one customer message, yielding Delta pieces and finally the Reply."""
         conv = self.store.ensure(conversation_id)
         previous_lang: Lang = conv.get("lang") or self.settings.default_language  # type: ignore[assignment]
@@ -71,8 +84,42 @@ class Bot:
         if conv.get("lang") != lang:
             self.store.set_fields(conversation_id, lang=lang)
         history = self.store.messages(conversation_id, limit=self.settings.history_messages)
+        if conv.get("status") == "human":
+            yield self._to_staff(conversation_id, text, lang)
+            return
         self.store.add_message(conversation_id, "user", text, lang=lang)
-        yield from self._answer_with_model(conversation_id, text, lang, history, context=None, sources=())
+        rid = self.ledger.start(conversation_id=conversation_id, route="model")
+        try:
+            decision = self.router.decide(text, lang, history)
+            if decision.ask_model and self.settings.ask_model_when_unsure and self._model_says_escalate(
+                conversation_id, text
+            ):
+                decision = Decision("human", escalation.MODEL_DECISION, sources=decision.sources)
+        except GeneratorExit:
+            self.ledger.finish(rid, status="cancelled")
+            raise
+        except Exception as exc:
+            self.ledger.finish(rid, status="error", error=f"{type(exc).__name__}: {exc}"[:500])
+            raise
+        measured = Measurement(retrieval_s=decision.retrieval_s)
+        if decision.kind == "human":
+            self.ledger.finish(rid, route="human", measurement=measured)
+            yield self._escalate(conversation_id, rid, text, lang, history, decision.reason, decision.sources)
+        elif decision.kind == "faq":
+            assert decision.faq is not None
+            row = self.ledger.finish(rid, route="faq", measurement=measured)
+            answer = decision.faq.answer
+            self.store.add_message(
+                conversation_id, "assistant", answer, lang=lang, request_id=rid, route="faq", sources=decision.sources
+            )
+            yield Reply(answer, "faq", conversation_id, rid, lang, decision.sources, None, row["compute_s"], "faq_match")
+        elif decision.kind == "clarify":
+            row = self.ledger.finish(rid, route="faq", measurement=measured)
+            answer = prompts.CLARIFY[lang]
+            self.store.add_message(conversation_id, "assistant", answer, lang=lang, request_id=rid, route=CLARIFY_ROUTE)
+            yield Reply(answer, "faq", conversation_id, rid, lang, (), None, row["compute_s"], "clarify")
+        else:
+            yield from self._answer_with_model(conversation_id, rid, text, lang, history, decision)
 
     def clean_input(self, text: str, lang: Lang) -> str:
         """Normalise the customer's text; raise InputError (customer-facing) when it cannot be used."""
@@ -84,66 +131,116 @@ class Bot:
             raise InputError(prompts.TOO_LONG[lang].format(n=len(text), limit=limit))
         return text
 
-    # -- the model route ---------------------------------------------------------------------------
-    def _answer_with_model(
+    def request_human(self, conversation_id: str, lang: Lang | None = None) -> Reply:
+        """The customer pressed "talk to a person": escalate without a question."""
+        conv = self.store.ensure(conversation_id)
+        lang = lang or conv.get("lang") or self.settings.default_language  # type: ignore[assignment]
+        assert lang is not None
+        active = self.tickets.active_for(conversation_id)
+        if active is not None:
+            return Reply(prompts.WITH_STAFF[lang].format(ticket=active.id), "human", conversation_id, None, lang,
+                         ticket_id=active.id, reason="with_staff")  # fmt: skip
+        history = self.store.messages(conversation_id, limit=self.settings.history_messages)
+        rid = self.ledger.start(conversation_id=conversation_id, route="human")
+        self.ledger.finish(rid, route="human")
+        text = next((m.content for m in reversed(history) if m.role == "user"), "(asked for a person)")
+        return self._escalate(conversation_id, rid, text, lang, history, escalation.CUSTOMER_REQUEST, (), False)
+
+    # -- routes ------------------------------------------------------------------------------------
+    def _to_staff(self, conversation_id: str, text: str, lang: Lang) -> Reply:
+        rid = self.ledger.start(conversation_id=conversation_id, route="human")
+        ticket = self.tickets.customer_message(conversation_id, text, lang)
+        self.ledger.finish(rid, route="human")
+        notice = prompts.WITH_STAFF[lang].format(ticket=ticket.id)
+        return Reply(notice, "human", conversation_id, rid, lang, ticket_id=ticket.id, reason="with_staff")
+
+    def _escalate(
         self,
         conversation_id: str,
+        rid: str,
         text: str,
         lang: Lang,
         history: list[Message],
-        context: list[str] | None,
+        reason: str,
         sources: tuple[Source, ...],
-    ) -> Iterator[Delta | Reply]:
-        messages = self.build_messages(text, lang, history, context)
-        rid = self.ledger.start(
-            conversation_id=conversation_id,
-            route="model",
-            model_id=self.model.model_id,
-            device=self.model.device,
+        include_text: bool = True,
+    ) -> Reply:
+        # the ticket's transcript is the history plus this message (already stored as a message row)
+        ticket = self.tickets.open(
+            conversation_id, reason=reason, lang=lang, history=history, text=text, sources=sources, notice=None
         )
+        notice = prompts.HANDOVER[lang].format(ticket=ticket.id)
+        self.store.add_message(conversation_id, "assistant", notice, lang=lang, request_id=rid, route="human")
+        log.info("conversation %s escalated: %s (ticket %s)", conversation_id, reason, ticket.id)
+        return Reply(notice, "human", conversation_id, rid, lang, sources, ticket.id, 0.0, reason)
+
+    def _model_says_escalate(self, conversation_id: str, text: str) -> bool:
+        """Ask the model, constrained to 'answer' or 'escalate' (its own ledger row)."""
+        rid = self.ledger.start(conversation_id=conversation_id, route="model", model_id=self.model.model_id)
+        prompt = [ChatMessage("user", escalation.DECISION_PROMPT.format(text=text))]
+        gen = self.model.stream(prompt, max_tokens=4, temperature=0.0, grammar=escalation.DECISION_GRAMMAR)
+        try:
+            verdict = "".join(gen).strip().lower()
+        except GenerationError as exc:
+            self.ledger.finish(rid, status="error", measurement=_measure([gen.usage] if gen.usage else []),
+                               error=str(exc)[:500])  # fmt: skip
+            return True  # when in doubt and the model fails, a human decides
+        escalate = verdict.startswith("escalate")
+        self.ledger.finish(
+            rid, route="human" if escalate else "model", measurement=_measure([gen.usage] if gen.usage else [])
+        )
+        return escalate
+
+    def _answer_with_model(
+        self, conversation_id: str, rid: str, text: str, lang: Lang, history: list[Message], decision: Decision
+    ) -> Iterator[Delta | Reply]:
+        sources = decision.sources
+        context = [_passage(i + 1, s) for i, s in enumerate(sources)] if self.knowledge is not None else None
+        messages = self.build_messages(text, lang, history, context)
         pieces: list[str] = []
         usages: list[Usage] = []
         stream = cast(
             Generator[BaseMessageChunk, None, None],
             self.llm.stream(messages, max_tokens=self.max_tokens, usage_sink=usages.append),
         )
+        deadline = time.monotonic() + self.settings.model_timeout_s
+        failure: str | None = None
         try:
             for chunk in stream:
                 piece = str(chunk.content)
                 if piece:
                     pieces.append(piece)
                     yield Delta(piece)
+                if time.monotonic() > deadline:
+                    failure = f"model timeout after {self.settings.model_timeout_s:.0f}s"
+                    stream.close()
+                    break
         except GeneratorExit:
             stream.close()
-            self.ledger.finish(rid, status="cancelled", measurement=_measure(usages))
+            self.ledger.finish(rid, status="cancelled", measurement=_measure(usages, decision.retrieval_s))
             if pieces:
-                self.store.add_message(
-                    conversation_id, "assistant", "".join(pieces), lang=lang, request_id=rid, route="model"
-                )
+                self.store.add_message(conversation_id, "assistant", "".join(pieces), lang=lang, request_id=rid,
+                                       route="model")  # fmt: skip
             raise
         except GenerationError as exc:
-            log.warning("model failed for conversation %s: %s", conversation_id, exc)
-            self.ledger.finish(rid, status="error", measurement=_measure(usages), error=str(exc)[:500])
-            answer = prompts.MODEL_FAILED[lang]
-            self.store.add_message(
-                conversation_id, "assistant", answer, lang=lang, request_id=rid, route="model"
+            failure = str(exc)
+        if failure is not None:
+            log.warning("model failed for conversation %s: %s", conversation_id, failure)
+            self.ledger.finish(
+                rid, status="error", route="human", measurement=_measure(usages, decision.retrieval_s), error=failure[:500]
             )
-            yield Reply(answer, "model", conversation_id, rid, lang, reason="model error")
+            if pieces:
+                self.store.add_message(conversation_id, "assistant", "".join(pieces), lang=lang, request_id=rid,
+                                       route="model")  # fmt: skip
+            yield self._escalate(conversation_id, rid, text, lang, history, escalation.MODEL_FAILURE, sources)
             return
-        answer = "".join(pieces).strip()
-        row = self.ledger.finish(rid, status="completed", measurement=_measure(usages))
+        answer = sanitize_answer("".join(pieces).strip(), [s.url for s in sources])
+        row = self.ledger.finish(rid, status="completed", measurement=_measure(usages, decision.retrieval_s))
         self.store.add_message(
             conversation_id, "assistant", answer, lang=lang, request_id=rid, route="model", sources=sources
         )
-        yield Reply(
-            text=answer,
-            route="model",
-            conversation_id=conversation_id,
-            request_id=rid,
-            lang=lang,
-            sources=sources,
-            compute_s=float(row.get("compute_s") or 0.0),
-        )
+        yield Reply(answer, "model", conversation_id, rid, lang, sources, None, float(row.get("compute_s") or 0.0),
+                    decision.reason)  # fmt: skip
 
     def build_messages(
         self, text: str, lang: Lang, history: list[Message], context: list[str] | None
@@ -153,11 +250,9 @@ class Bot:
         system = prompts.system_prompt(lang, self.settings.company_name, context)
         turns = [m for m in history if m.role in ("user", "assistant", "staff")]
         while True:
-            value = prompts.CHAT_PROMPT.invoke(
-                {"system": system, "history": _as_langchain(turns), "question": text}
-            )
+            value = prompts.CHAT_PROMPT.invoke({"system": system, "history": _as_langchain(turns), "question": text})
             messages = value.to_messages()
-            if self._count(messages) <= budget:
+            if self.model.count_tokens(to_chat_messages(messages)) <= budget:
                 return messages
             if turns:
                 turns = turns[1:]  # drop the oldest turn first
@@ -167,17 +262,14 @@ class Bot:
             else:
                 text = _shorten(text)  # finally the question itself (only when it alone overflows)
 
-    def _count(self, messages: list[BaseMessage]) -> int:
-        from models.langchain import to_chat_messages
 
-        return self.model.count_tokens(to_chat_messages(messages))
+def _passage(n: int, source: Source) -> str:
+    head = f"[{n}] {source.title}" + (f" — {source.section}" if source.section else "")
+    return f"{head}\n{source.snippet[:PASSAGE_CHARS]}"
 
 
 def _as_langchain(history: list[Message]) -> list[BaseMessage]:
-    out: list[BaseMessage] = []
-    for m in history:
-        out.append(HumanMessage(m.content) if m.role == "user" else AIMessage(m.content))
-    return out
+    return [HumanMessage(m.content) if m.role == "user" else AIMessage(m.content) for m in history]
 
 
 def _shorten(text: str) -> str:
@@ -187,17 +279,18 @@ def _shorten(text: str) -> str:
     return text[:keep]
 
 
-def _measure(usages: list[Usage]) -> Measurement:
+def _measure(usages: list[Usage], retrieval_s: float = 0.0) -> Measurement:
     if not usages:
-        return Measurement()
-    usage = usages[-1]
+        return Measurement(retrieval_s=retrieval_s)
+    u = usages[-1]
     return Measurement(
-        queue_wait_s=usage.queue_wait_s,
-        prefill_s=usage.prefill_s,
-        decode_s=usage.decode_s,
-        prompt_tokens=usage.prompt_tokens,
-        completion_tokens=usage.completion_tokens,
-        cached_tokens=usage.cached_tokens,
-        model_id=usage.model_id,
-        device=usage.device,
+        queue_wait_s=u.queue_wait_s,
+        prefill_s=u.prefill_s,
+        decode_s=u.decode_s,
+        retrieval_s=retrieval_s,
+        prompt_tokens=u.prompt_tokens,
+        completion_tokens=u.completion_tokens,
+        cached_tokens=u.cached_tokens,
+        model_id=u.model_id,
+        device=u.device,
     )

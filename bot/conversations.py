@@ -130,6 +130,17 @@ class ConversationStore(Store):
                 rows = list(db.query(sql + " ORDER BY id DESC LIMIT ?", [conversation_id, limit]))[::-1]
         return [Message(**r) for r in rows]
 
+    def newest_message_id(self, conversation_id: str, roles: tuple[str, ...] = ()) -> int:
+        """Id of the newest message (of the given roles), 0 if none."""
+        sql = "SELECT max(id) FROM messages WHERE conversation_id = ?"
+        params: list[Any] = [conversation_id]
+        if roles:
+            sql += f" AND role IN ({', '.join('?' for _ in roles)})"
+            params.extend(roles)
+        with self.read() as db:
+            row = db.execute(sql, params).fetchone()
+        return int(row[0] or 0)
+
     def message_rows(self, conversation_id: str) -> list[dict[str, Any]]:
         """Raw message rows (with sources JSON), oldest first."""
         with self.read() as db:

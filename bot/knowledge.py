@@ -408,16 +408,27 @@ class KnowledgeBase(Store):
         for cid in set(lexical) | set(dense):
             cover = lexical.get(cid, (0.0, 0.0))[1]
             relevance[cid] = cover if qvec is None else 0.5 * cover + 0.5 * _rescale(dense.get(cid, 0.0), *COSINE)
-        fused = _rrf([sorted(lexical, key=lambda c: -lexical[c][0]), sorted(dense, key=lambda c: -dense[c])])
-        hits, seen = [], set()
-        for hit in self._hits(sorted(fused, key=lambda c: -fused[c]), relevance):
-            if hit.doc_id in seen:
-                continue
-            seen.add(hit.doc_id)
-            hits.append(hit)
-            if len(hits) == top:
-                break
+        rankings = [sorted(lexical, key=lambda c: -lexical[c][0]), sorted(dense, key=lambda c: -dense[c])]
+        doc_of = self._documents_of(set(lexical) | set(dense))
+        by_chunk = _rrf(rankings)  # picks each document's passage: the one both rankings like best
+        best: dict[int, int] = {}
+        for cid, doc in doc_of.items():
+            if doc not in best or by_chunk[cid] > by_chunk[best[doc]]:
+                best[doc] = cid
+        fused = _rrf([_first_per_document(r, doc_of) for r in rankings])  # documents, not passages, compete
+        order = sorted(fused, key=lambda d: -fused[d])[:top]
+        hits = self._hits([best[d] for d in order], relevance)
         return hits
+
+    def _documents_of(self, chunk_ids: set[int]) -> dict[int, int]:
+        if not chunk_ids:
+            return {}
+        with self.read() as db:
+            rows = db.execute(
+                f"SELECT id, document_id FROM kb_chunks WHERE id IN ({','.join('?' * len(chunk_ids))})",
+                list(chunk_ids),
+            ).fetchall()
+        return {int(c): int(d) for c, d in rows}
 
     def _lexicon(self) -> tuple[dict[str, int], list[str], int]:
         """The index vocabulary (term -> number of chunks), reloaded when the index changed."""
@@ -577,6 +588,11 @@ def _rrf(rankings: list[list[int]], k: int = 60) -> dict[int, float]:
         for rank, cid in enumerate(ranking, 1):
             fused[cid] = fused.get(cid, 0.0) + 1.0 / (k + rank)
     return fused
+
+
+def _first_per_document(ranking: list[int], doc_of: dict[int, int]) -> list[int]:
+    """Documents in the order of their best-ranked chunk."""
+    return list(dict.fromkeys(doc_of[c] for c in ranking if c in doc_of))
 
 
 def _rescale(cosine: float, low: float, high: float) -> float:

@@ -44,10 +44,6 @@ def system_prompt(lang: Lang, company: str, context: list[str] | None = None) ->
     return f"{base}\n\n{CONTEXT_HEADER[lang]}\n{body}"
 
 
-MODEL_FAILED = {
-    "en": "I'm sorry, I could not answer that just now. Please try again in a moment.",
-    "de": "Entschuldigung, ich konnte das gerade nicht beantworten. Bitte versuchen Sie es gleich noch einmal.",
-}
 EMPTY_INPUT = {
     "en": "Please type a question.",
     "de": "Bitte geben Sie eine Frage ein.",
@@ -56,3 +52,40 @@ TOO_LONG = {
     "en": "Your message is too long ({n} characters). Please keep it under {limit} characters.",
     "de": "Ihre Nachricht ist zu lang ({n} Zeichen). Bitte bleiben Sie unter {limit} Zeichen.",
 }
+
+CLARIFY = {
+    "en": (
+        "I could not find anything about this in our help centre. Could you describe your question in a "
+        "little more detail? If I still cannot help, I will pass you on to a colleague."
+    ),
+    "de": (
+        "Dazu habe ich in unserem Hilfe-Center nichts gefunden. Können Sie Ihre Frage etwas genauer "
+        "beschreiben? Wenn ich dann immer noch nicht helfen kann, gebe ich Sie an einen Kollegen weiter."
+    ),
+}
+HANDOVER = {
+    "en": "I am passing you on to a colleague from our support team, who will reply here. Your ticket number is {ticket}.",
+    "de": (
+        "Ich gebe Sie an einen Kollegen aus unserem Support-Team weiter, der Ihnen hier antwortet. "
+        "Ihre Ticketnummer ist {ticket}."
+    ),
+}
+WITH_STAFF = {
+    "en": "Your message was added to ticket {ticket}; a colleague will reply here.",
+    "de": "Ihre Nachricht wurde zu Ticket {ticket} hinzugefügt; ein Kollege antwortet Ihnen hier.",
+}
+RESOLVED = {
+    "en": "Our colleague has closed ticket {ticket}. I am the support assistant again — ask me anything.",
+    "de": "Unser Kollege hat Ticket {ticket} abgeschlossen. Ich bin wieder Ihr Support-Assistent — fragen Sie gern.",
+}
+UNCLAIMED = {
+    "en": (
+        "All colleagues are busy right now. We will answer ticket {ticket} as soon as possible — if you "
+        "leave your e-mail address below, we will reply by e-mail."
+    ),
+    "de": (
+        "Gerade sind alle Kollegen beschäftigt. Wir beantworten Ticket {ticket} so bald wie möglich — wenn Sie "
+        "unten Ihre E-Mail-Adresse hinterlassen, antworten wir per E-Mail."
+    ),
+}
+SOURCES_LABEL = {"en": "Sources", "de": "Quellen"}

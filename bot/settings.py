@@ -33,6 +33,26 @@ class BotSettings(BaseSettings):
         20, ge=0, description="Most recent messages loaded as history (then trimmed to fit the context)."
     )
 
+    sensitive_topics: list[str] = Field(
+        default_factory=lambda: [
+            "refund_or_payment_dispute",
+            "legal_threat",
+            "special_cancellation",
+            "account_specific_data",
+            "security_incident",
+        ],
+        description="Sensitive topics that always go to a human (JSON list; see bot/escalation.py).",
+    )
+    model_timeout_s: float = Field(
+        60.0, gt=0, description="An answer taking longer than this is stopped and the conversation escalated."
+    )
+    unclaimed_notice_s: float = Field(
+        300.0, ge=0, description="After this many seconds unclaimed, the customer is told how the team will reply."
+    )
+    ask_model_when_unsure: bool = Field(
+        True, description="Ask the model (grammar-constrained) when the cheap escalation signals are unsure."
+    )
+
     @property
     def database_path(self) -> Path:
         return self.data_dir / "firstline.db"

@@ -5,6 +5,11 @@ decode time exactly (llama.cpp's own timing print reads zero in current llama-cp
 exactly, stop on end-of-generation tokens without re-detokenizing the whole answer at every step, and it
 keeps llama-cpp-python's prefix reuse: a follow-up turn re-evaluates only the tokens after the longest
 prefix it shares with the previous prompt (system prompt and history).
+
+There is one KV cache per process, so a turn of another conversation in between used to cost the next
+follow-up its whole history again. A `StateCache` (models/state_cache.py) saves the live sequence state
+just before a different prompt overwrites it, and restores the saved state that shares the longest
+prefix with a new prompt when that beats what the live cache offers.
 """
 
 from __future__ import annotations
@@ -18,12 +23,19 @@ from collections.abc import Generator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from models import loader
 from models.errors import ContextOverflowError, GenerationError
 from models.settings import ModelSettings
+from models.state_cache import StateCache, common_prefix
 from models.types import ChatMessage, Generation, Usage
 
 log = logging.getLogger(__name__)
+
+# Restoring a saved state pays off when it saves re-reading at least this many prompt tokens, and a live
+# state is only worth saving when this many of its tokens would otherwise be lost.
+MIN_STATE_TOKENS = 32
 
 
 class LlamaChatModel:
@@ -49,6 +61,7 @@ class LlamaChatModel:
         self._model_id = path.name.removesuffix(".gguf")
         self._device = loader.detect_device(self.settings.n_gpu_layers)
         self._grammars: dict[str, Any] = {}
+        self._states = StateCache(self.settings.prompt_cache_mb * 1024 * 1024)
         log.info("loaded %s on %s in %.2fs", self._model_id, self._device, self.load_s)
 
     @property
@@ -71,6 +84,37 @@ class LlamaChatModel:
     @property
     def lock(self) -> threading.Lock:
         return self._lock
+
+    @property
+    def state_cache(self) -> StateCache:
+        """Saved KV states of recent conversations (benchmarks switch it off with `.enabled = False`)."""
+        return self._states
+
+    def reset_cache(self) -> None:
+        """Forget the live KV cache and every saved state (the next prompt is prefilled in full)."""
+        with self._lock:
+            self._llm.reset()
+            self._states.clear()
+
+    def _reuse_prefix(self, tokens: list[int]) -> int:
+        """Prepare the KV cache for `tokens` (caller holds the lock); returns how many are already there."""
+        llm = self._llm
+        live_tokens = np.asarray(llm.input_ids[: llm.n_tokens], dtype=np.intc)
+        prompt = np.asarray(tokens, dtype=np.intc)
+        live = common_prefix(live_tokens, prompt)
+        states = self._states
+        if not states.enabled:
+            return live
+        hit = states.lookup(prompt)
+        if len(live_tokens) - live >= MIN_STATE_TOKENS and not states.covers(live_tokens):
+            # this prompt overwrites another conversation's state: keep it for that conversation's next turn
+            states.put(live_tokens, loader.save_sequence_state(llm))
+        if hit is not None and hit.prefix >= live + MIN_STATE_TOKENS:
+            if loader.load_sequence_state(llm, hit.state, hit.tokens):
+                return hit.prefix
+            log.warning("llama.cpp refused a saved KV state; prefilling the prompt in full")
+            return 0
+        return live
 
     def tokenize_prompt(self, messages: list[ChatMessage]) -> list[int]:
         """Format messages with the model's chat template and tokenize them as llama-cpp-python does."""
@@ -148,7 +192,7 @@ class _LlamaGeneration(Generation):
                         f"prompt of {n_prompt} tokens does not fit the context of {owner.n_ctx}"
                     )
                 limit = min(max_tokens or s.max_tokens, room)
-                cached = _common_prefix(llm, tokens)
+                cached = owner._reuse_prefix(tokens)
                 llm.set_seed(s.seed)
                 decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
                 sampler = llm.generate(
@@ -210,11 +254,3 @@ class _LlamaGeneration(Generation):
                     finish_reason=finish,
                 )
 
-
-def _common_prefix(llm: Any, tokens: list[int]) -> int:
-    n = 0
-    for a, b in zip(llm._input_ids[: llm.n_tokens], tokens, strict=False):
-        if a != b:
-            break
-        n += 1
-    return n

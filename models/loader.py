@@ -188,3 +188,42 @@ def token_bytes(llm: Any, token: int) -> bytes:
         piece = buf.raw[: max(n, 0)]
         _PIECES[key] = piece
     return piece
+
+
+def save_sequence_state(llm: Any) -> bytearray:
+    """The KV-cache state of sequence 0 (what llama.cpp needs to resume from the tokens evaluated so far)."""
+    import ctypes
+
+    import llama_cpp
+
+    ctx = llm._ctx.ctx
+    size = int(llama_cpp.llama_state_seq_get_size(ctx, 0))
+    state = bytearray(size)
+    buf = (ctypes.c_uint8 * size).from_buffer(state)
+    written = int(llama_cpp.llama_state_seq_get_data(ctx, buf, size, 0))
+    del buf  # release the export before resizing
+    if written < size:
+        del state[written:]
+    return state
+
+
+def load_sequence_state(llm: Any, state: bytearray, tokens: Any) -> bool:
+    """Restore a saved sequence-0 state for `tokens`; False (and an empty cache) when llama.cpp refuses it."""
+    import ctypes
+
+    import llama_cpp
+
+    ctx = llm._ctx.ctx
+    llm._ctx.kv_cache_seq_rm(-1, 0, -1)
+    buf = (ctypes.c_uint8 * len(state)).from_buffer(state)
+    ok = int(llama_cpp.llama_state_seq_set_data(ctx, buf, len(state), 0)) > 0
+    del buf
+    if not ok:
+        llm._ctx.kv_cache_seq_rm(-1, 0, -1)
+        llm.reset()
+        return False
+    n = len(tokens)
+    llm.input_ids[:n] = tokens
+    llm.n_tokens = n
+    llm._requires_eval = True  # the logits are not part of the sequence state: generate() replays one token
+    return True

@@ -33,6 +33,15 @@ class ModelSettings(BaseSettings):
             "(CMAKE_ARGS=-DGGML_CUDA=on); ignored on a CPU-only build."
         ),
     )
+    prompt_cache_mb: int = Field(
+        128,
+        ge=0,
+        description=(
+            "Memory for saved KV-cache states of recent conversations (0 = off): a conversation whose "
+            "turn follows another conversation's resumes from its saved state instead of re-reading its "
+            "whole history."
+        ),
+    )
     seed: int = Field(42, description="Sampling seed; with temperature 0 answers are reproducible.")
     max_tokens: int = Field(256, ge=1, description="Upper bound on tokens generated per answer.")
     temperature: float = Field(0.2, ge=0.0, le=2.0, description="Sampling temperature (0 = greedy).")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+import uuid
 from pathlib import Path
 
 import pytest
@@ -89,7 +90,8 @@ def test_long_conversation_is_trimmed_to_fit_the_context(data_dir: Path) -> None
     bot = make_bot(data_dir, model, max_tokens=64)
     bot.settings.history_messages = 200
     for i in range(60):
-        reply = bot.handle_message("long", f"question number {i} " + "words " * 20)
+        # distinct questions (a repeated question would rightly be escalated)
+        reply = bot.handle_message("long", f"question number {i} " + " ".join(uuid.uuid4().hex[:6] for _ in range(20)))
         assert reply.route == "model" and reply.request_id
     for call in model.history:
         assert model.count_tokens(call.messages) <= 400 - 64
@@ -123,14 +125,16 @@ def test_invalid_conversation_id_is_refused(data_dir: Path) -> None:
         bot.handle_message("../etc/passwd", "hello")
 
 
-def test_model_failure_is_recorded_as_error_row(data_dir: Path) -> None:
+def test_model_failure_is_recorded_and_escalates(data_dir: Path) -> None:
     model = ScriptedChatModel()
     model.enqueue(RuntimeError("llama exploded"))
     bot = make_bot(data_dir, model)
     reply = bot.handle_message("c", "How do I pay my bill?")
     row = db_rows(data_dir, "SELECT status, error FROM requests WHERE request_id = ?", (reply.request_id,))
     assert row[0][0] == "error" and "llama exploded" in str(row[0][1])
-    assert "try again" in reply.text
+    assert reply.route == "human" and reply.ticket_id and reply.reason == "model_failure"
+    assert db_rows(data_dir, "SELECT reason, status FROM tickets") == [("model_failure", "open")]
+    assert db_rows(data_dir, "SELECT status FROM conversations") == [("human",)]
 
 
 def test_cancelled_stream_is_recorded_and_partial_answer_kept(data_dir: Path) -> None:

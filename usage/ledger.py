@@ -78,6 +78,12 @@ def m001_ledger(db: Database) -> None:
     )
 
 
+@migrations()
+def m002_retrieval_seconds(db: Database) -> None:
+    # compute spent outside the model (retrieval, FAQ matching, routing); part of compute_s
+    db.table("requests").add_column("retrieval_s", float)
+
+
 def utcnow() -> datetime:
     return datetime.now(UTC)
 
@@ -98,6 +104,7 @@ class Measurement:
     queue_wait_s: float = 0.0
     prefill_s: float = 0.0
     decode_s: float = 0.0
+    retrieval_s: float = 0.0  # retrieval, FAQ matching and routing: compute outside the model
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cached_tokens: int = 0
@@ -106,7 +113,8 @@ class Measurement:
 
     @property
     def compute_s(self) -> float:
-        return self.prefill_s + self.decode_s
+        """Billed compute: model prefill and decode plus retrieval/routing work."""
+        return self.retrieval_s + self.prefill_s + self.decode_s
 
 
 class Ledger(Store):
@@ -190,6 +198,7 @@ class Ledger(Store):
             "queue_wait_s": m.queue_wait_s,
             "prefill_s": m.prefill_s,
             "decode_s": m.decode_s,
+            "retrieval_s": m.retrieval_s,
             "compute_s": m.compute_s,
             "latency_s": latency,
             "prompt_tokens": m.prompt_tokens,

@@ -1,0 +1,365 @@
+"""TicketStore: escalations to human staff; every action is an event row with who and when.
+
+Opening a ticket writes the ticket (transcript, reason, summary, the bot's sources), its first event and
+the conversation's hand-over (status `human`) in one transaction. A conversation has at most one ticket
+that is not resolved (a partial unique index enforces it). Staff replies are stored as conversation
+messages (role `staff`), so they flow back into the customer's chat; resolving hands the conversation back
+to the bot.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sqlite_utils import Database
+from sqlite_utils.migrations import Migrations
+
+from bot.conversations import ConversationStore
+from bot.errors import BotError
+from bot.types import Message, Source
+from usage.db import Store
+from usage.ledger import iso, parse_iso, utcnow
+
+migrations = Migrations("firstline.tickets")
+STATUSES = ("open", "claimed", "resolved")
+EVENT_KINDS = (
+    "opened",
+    "claimed",
+    "unclaimed",
+    "replied",
+    "note",
+    "resolved",
+    "reopened",
+    "customer_message",
+    "customer_notified",
+    "email_provided",
+)
+_ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"
+
+
+class TicketError(BotError):
+    """A ticket action is not allowed in the ticket's state (shown to the staff member)."""
+
+
+@migrations()
+def m001_tickets(db: Database) -> None:
+    db.table("tickets").create(
+        {
+            "id": str,
+            "conversation_id": str,
+            "status": str,
+            "reason": str,
+            "summary": str,
+            "transcript": str,
+            "sources": str,
+            "lang": str,
+            "email": str,
+            "created_at": str,
+            "claimed_by": str,
+            "claimed_at": str,
+            "resolved_at": str,
+            "updated_at": str,
+        },
+        pk="id",
+        not_null={"conversation_id", "status", "reason", "created_at"},
+    )
+    db.execute(
+        "CREATE UNIQUE INDEX tickets_one_active_per_conversation ON tickets(conversation_id) "
+        "WHERE status != 'resolved'"
+    )
+    db.table("tickets").create_index(["status", "created_at"])
+    db.table("ticket_events").create(
+        {"id": int, "ticket_id": str, "kind": str, "actor": str, "body": str, "created_at": str},
+        pk="id",
+        foreign_keys=[("ticket_id", "tickets", "id")],
+        not_null={"ticket_id", "kind", "actor", "created_at"},
+    )
+    db.table("ticket_events").create_index(["ticket_id", "id"])
+
+
+@dataclass(frozen=True)
+class Ticket:
+    """A ticket as staff see it."""
+
+    id: str
+    conversation_id: str
+    status: str
+    reason: str
+    summary: str
+    lang: str
+    created_at: str
+    claimed_by: str | None
+    claimed_at: str | None
+    resolved_at: str | None
+    email: str | None
+    sources: tuple[dict[str, Any], ...]
+    transcript: tuple[dict[str, Any], ...]
+
+    @classmethod
+    def from_row(cls, row: dict[str, Any]) -> Ticket:
+        return cls(
+            id=row["id"],
+            conversation_id=row["conversation_id"],
+            status=row["status"],
+            reason=row["reason"],
+            summary=row["summary"] or "",
+            lang=row["lang"] or "en",
+            created_at=row["created_at"],
+            claimed_by=row["claimed_by"],
+            claimed_at=row["claimed_at"],
+            resolved_at=row["resolved_at"],
+            email=row["email"],
+            sources=tuple(json.loads(row["sources"] or "[]")),
+            transcript=tuple(json.loads(row["transcript"] or "[]")),
+        )
+
+
+def new_ticket_id() -> str:
+    """A short reference customers can read out: T-XXXXXX."""
+    return "T-" + "".join(secrets.choice(_ALPHABET) for _ in range(6))
+
+
+def summarize(reason: str, history: list[Message], text: str, sources: tuple[Source, ...]) -> str:
+    """A short summary for staff, without a model call (reliable and free)."""
+    first = next((m.content for m in history if m.role == "user"), text)
+    parts = [f"Reason: {reason.replace('_', ' ')}."]
+    parts.append(f"Customer's last message: {_clip(text, 200)}")
+    if first != text:
+        parts.append(f"Conversation started with: {_clip(first, 160)}")
+    if sources:
+        parts.append("Bot found: " + "; ".join(s.title for s in sources[:3]))
+    turns = sum(1 for m in history if m.role == "user") + 1
+    parts.append(f"{turns} customer message(s) so far.")
+    return "\n".join(parts)
+
+
+def _clip(text: str, n: int) -> str:
+    return text if len(text) <= n else text[: n - 1] + "…"
+
+
+class TicketStore(Store):
+    """Tickets and their events; conversation messages go through the shared ConversationStore tables."""
+
+    def __init__(self, path: Path | str, conversations: ConversationStore | None = None) -> None:
+        self.conversations = conversations or ConversationStore(path)
+        super().__init__(path, migrations)
+
+    # -- opening -----------------------------------------------------------------------------------
+    def open(
+        self,
+        conversation_id: str,
+        *,
+        reason: str,
+        lang: str,
+        history: list[Message],
+        text: str,
+        sources: tuple[Source, ...] = (),
+        notice: str | None = None,
+    ) -> Ticket:
+        """Escalate: the ticket, its first event, the hand-over and the customer notice in one transaction."""
+        now = iso(utcnow())
+        with self.write() as db:
+            active = self._active_row(db, conversation_id)
+            if active is not None:
+                return Ticket.from_row(active)
+            tid = new_ticket_id()
+            transcript = [{"role": m.role, "content": m.content, "created_at": m.created_at} for m in history]
+            transcript.append({"role": "user", "content": text, "created_at": now})
+            db.table("tickets").insert(
+                {
+                    "id": tid,
+                    "conversation_id": conversation_id,
+                    "status": "open",
+                    "reason": reason,
+                    "summary": summarize(reason, history, text, sources),
+                    "transcript": json.dumps(transcript, ensure_ascii=False),
+                    "sources": json.dumps([s.as_dict() for s in sources], ensure_ascii=False),
+                    "lang": lang,
+                    "created_at": now,
+                    "updated_at": now,
+                }
+            )
+            self._event(db, tid, "opened", "bot", reason)
+            db.execute("UPDATE conversations SET status = 'human', updated_at = ? WHERE id = ?", [now, conversation_id])
+            if notice:
+                self.conversations.add_message(conversation_id, "assistant", notice, lang=lang, route="human")
+            row = self._row(db, tid)
+        return Ticket.from_row(row)
+
+    # -- staff actions -----------------------------------------------------------------------------
+    def claim(self, ticket_id: str, staff: str) -> Ticket:
+        """Take ownership of an open ticket."""
+        with self.write() as db:
+            row = self._row(db, ticket_id)
+            if row["status"] == "resolved":
+                raise TicketError(f"ticket {ticket_id} is resolved; reopen it first")
+            if row["status"] == "claimed" and row["claimed_by"] != staff:
+                raise TicketError(f"ticket {ticket_id} is already claimed by {row['claimed_by']}")
+            now = iso(utcnow())
+            db.table("tickets").update(
+                ticket_id, {"status": "claimed", "claimed_by": staff, "claimed_at": now, "updated_at": now}
+            )
+            self._event(db, ticket_id, "claimed", staff, None)
+            return Ticket.from_row(self._row(db, ticket_id))
+
+    def reply(self, ticket_id: str, staff: str, text: str) -> None:
+        """A staff reply: shown in the customer's chat. Claims the ticket if nobody has."""
+        text = _require_text(text)
+        with self.write() as db:
+            row = self._row(db, ticket_id)
+            if row["status"] == "resolved":
+                raise TicketError(f"ticket {ticket_id} is resolved; reopen it to reply")
+            if row["status"] == "claimed" and row["claimed_by"] != staff:
+                raise TicketError(f"ticket {ticket_id} is claimed by {row['claimed_by']}")
+            if row["status"] == "open":
+                now = iso(utcnow())
+                db.table("tickets").update(
+                    ticket_id, {"status": "claimed", "claimed_by": staff, "claimed_at": now, "updated_at": now}
+                )
+                self._event(db, ticket_id, "claimed", staff, None)
+            self.conversations.add_message(row["conversation_id"], "staff", text, lang=row["lang"], route="human")
+            self._event(db, ticket_id, "replied", staff, text)
+
+    def note(self, ticket_id: str, staff: str, text: str) -> None:
+        """An internal note: never shown to the customer."""
+        text = _require_text(text)
+        with self.write() as db:
+            self._row(db, ticket_id)
+            self._event(db, ticket_id, "note", staff, text)
+
+    def resolve(self, ticket_id: str, staff: str, notice: str | None = None) -> None:
+        """Close the ticket and hand the conversation back to the bot (telling the customer)."""
+        with self.write() as db:
+            row = self._row(db, ticket_id)
+            if row["status"] == "resolved":
+                raise TicketError(f"ticket {ticket_id} is already resolved")
+            now = iso(utcnow())
+            db.table("tickets").update(ticket_id, {"status": "resolved", "resolved_at": now, "updated_at": now})
+            self._event(db, ticket_id, "resolved", staff, None)
+            db.execute(
+                "UPDATE conversations SET status = 'bot', updated_at = ? WHERE id = ?", [now, row["conversation_id"]]
+            )
+            if notice:
+                self.conversations.add_message(row["conversation_id"], "system", notice, lang=row["lang"])
+
+    def reopen(self, ticket_id: str, staff: str) -> None:
+        """Reopen a resolved ticket (the conversation goes back to staff)."""
+        with self.write() as db:
+            row = self._row(db, ticket_id)
+            if row["status"] != "resolved":
+                raise TicketError(f"ticket {ticket_id} is not resolved")
+            if self._active_row(db, row["conversation_id"]) is not None:
+                raise TicketError("this conversation already has another active ticket")
+            now = iso(utcnow())
+            db.table("tickets").update(
+                ticket_id, {"status": "open", "resolved_at": None, "claimed_by": None, "updated_at": now}
+            )
+            self._event(db, ticket_id, "reopened", staff, None)
+            db.execute(
+                "UPDATE conversations SET status = 'human', updated_at = ? WHERE id = ?", [now, row["conversation_id"]]
+            )
+
+    # -- customer side -----------------------------------------------------------------------------
+    def customer_message(self, conversation_id: str, text: str, lang: str) -> Ticket:
+        """A customer message while a human owns the conversation: goes to the ticket, not the bot."""
+        with self.write() as db:
+            row = self._active_row(db, conversation_id)
+            if row is None:
+                raise TicketError("no active ticket for this conversation")
+            self.conversations.add_message(conversation_id, "user", text, lang=lang, route="human")
+            self._event(db, row["id"], "customer_message", "customer", text)
+            db.table("tickets").update(row["id"], {"updated_at": iso(utcnow())})
+            return Ticket.from_row(row)
+
+    def notify_unclaimed(self, conversation_id: str, after_s: float, notice: str) -> bool:
+        """If the active ticket has waited unclaimed longer than `after_s`, tell the customer once."""
+        with self.write() as db:
+            row = self._active_row(db, conversation_id)
+            if row is None or row["status"] != "open":
+                return False
+            if (utcnow() - parse_iso(row["created_at"])).total_seconds() < after_s:
+                return False
+            done = db.execute(
+                "SELECT 1 FROM ticket_events WHERE ticket_id = ? AND kind = 'customer_notified'", [row["id"]]
+            ).fetchone()
+            if done:
+                return False
+            self._event(db, row["id"], "customer_notified", "bot", notice)
+            self.conversations.add_message(conversation_id, "system", notice, lang=row["lang"])
+            return True
+
+    def set_email(self, conversation_id: str, email: str) -> None:
+        """Record the address the customer wants the answer sent to."""
+        with self.write() as db:
+            row = self._active_row(db, conversation_id)
+            if row is None:
+                raise TicketError("no active ticket for this conversation")
+            db.table("tickets").update(row["id"], {"email": email, "updated_at": iso(utcnow())})
+            self._event(db, row["id"], "email_provided", "customer", email)
+
+    # -- reading -----------------------------------------------------------------------------------
+    def get(self, ticket_id: str) -> Ticket:
+        with self.read() as db:
+            return Ticket.from_row(self._row(db, ticket_id))
+
+    def active_for(self, conversation_id: str) -> Ticket | None:
+        """The conversation's open or claimed ticket."""
+        with self.read() as db:
+            row = self._active_row(db, conversation_id)
+        return Ticket.from_row(row) if row else None
+
+    def list(self, status: str | None = None, claimed_by: str | None = None) -> list[Ticket]:
+        """Tickets, oldest first, optionally filtered."""
+        where, params = ["1=1"], []
+        if status:
+            where.append("status = ?")
+            params.append(status)
+        if claimed_by:
+            where.append("claimed_by = ?")
+            params.append(claimed_by)
+        with self.read() as db:
+            rows = list(db.query(f"SELECT * FROM tickets WHERE {' AND '.join(where)} ORDER BY created_at", params))
+        return [Ticket.from_row(r) for r in rows]
+
+    def counts(self) -> dict[str, int]:
+        with self.read() as db:
+            rows = db.execute("SELECT status, count(*) FROM tickets GROUP BY status").fetchall()
+        out = dict.fromkeys(STATUSES, 0)
+        out.update({r[0]: r[1] for r in rows})
+        return out
+
+    def events(self, ticket_id: str) -> list[dict[str, Any]]:
+        with self.read() as db:
+            return list(db.query("SELECT * FROM ticket_events WHERE ticket_id = ? ORDER BY id", [ticket_id]))
+
+    # -- helpers -----------------------------------------------------------------------------------
+    def _row(self, db: Database, ticket_id: str) -> dict[str, Any]:
+        rows = list(db.query("SELECT * FROM tickets WHERE id = ?", [ticket_id]))
+        if not rows:
+            raise TicketError(f"unknown ticket {ticket_id!r}")
+        return rows[0]
+
+    def _active_row(self, db: Database, conversation_id: str) -> dict[str, Any] | None:
+        rows = list(
+            db.query(
+                "SELECT * FROM tickets WHERE conversation_id = ? AND status != 'resolved'", [conversation_id]
+            )
+        )
+        return rows[0] if rows else None
+
+    def _event(self, db: Database, ticket_id: str, kind: str, actor: str, body: str | None) -> None:
+        assert kind in EVENT_KINDS, kind
+        db.table("ticket_events").insert(
+            {"ticket_id": ticket_id, "kind": kind, "actor": actor, "body": body, "created_at": iso(utcnow())}
+        )
+
+
+def _require_text(text: str) -> str:
+    text = (text or "").strip()
+    if not text:
+        raise TicketError("the message is empty")
+    return text

@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# Build native llama.cpp's `llama-bench` from the very llama.cpp source that llama-cpp-python vendors,
+# with the build flags llama-cpp-python uses (Release, shared libs, GGML_NATIVE, OpenMP, no curl), so
+# `firstline bench` compares like with like. Idempotent: does nothing when the binary already exists.
+#
+#   scripts/build-llama-bench.sh            # prints the path of llama-bench on its last line
+#   LLAMA_BENCH_CACHE=/some/dir scripts/build-llama-bench.sh
+#   EXTRA_CMAKE_ARGS="-DGGML_CUDA=on" ...   # e.g. for a CUDA build (scripts/gpu-bench.sh)
+#
+# Takes several minutes on 2 cores (only the llama-bench target is built).
+set -euo pipefail
+
+PY="${PYTHON:-.venv/bin/python}"
+VERSION="${LLAMA_CPP_PYTHON_VERSION:-$("$PY" -c 'import llama_cpp; print(llama_cpp.__version__)')}"
+SUFFIX="${LLAMA_BENCH_SUFFIX:-}"
+CACHE="${LLAMA_BENCH_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/firstline/llama.cpp-${VERSION}${SUFFIX}}"
+BIN="$CACHE/build/bin/llama-bench"
+JOBS="${JOBS:-$(nproc)}"
+
+if [[ -x "$BIN" ]]; then
+    echo "$BIN"
+    exit 0
+fi
+
+mkdir -p "$CACHE"
+SRC="$CACHE/src"
+if [[ ! -f "$SRC/vendor/llama.cpp/CMakeLists.txt" ]]; then
+    TMP="$(mktemp -d)"
+    trap 'rm -rf "$TMP"' EXIT
+    echo "fetching the llama-cpp-python $VERSION sdist (it vendors llama.cpp)..." >&2
+    "$PY" -m pip download --quiet --no-deps --no-binary :all: "llama-cpp-python==${VERSION}" -d "$TMP" >&2
+    rm -rf "$SRC"
+    mkdir -p "$SRC"
+    tar xzf "$TMP"/llama_cpp_python-*.tar.gz -C "$SRC" --strip-components=1
+fi
+
+# Flags as in llama-cpp-python's CMakeLists.txt / scikit-build-core defaults: Release, BUILD_SHARED_LIBS,
+# LLAMA_CURL=OFF, GGML_NATIVE (default ON outside cross builds), OpenMP (default ON).
+# shellcheck disable=SC2086
+cmake -S "$SRC/vendor/llama.cpp" -B "$CACHE/build" -G Ninja \
+    -DCMAKE_BUILD_TYPE=Release \
+    -DBUILD_SHARED_LIBS=ON \
+    -DLLAMA_CURL=OFF \
+    -DLLAMA_OPENSSL=OFF \
+    -DGGML_NATIVE=ON \
+    -DLLAMA_BUILD_TESTS=OFF \
+    -DLLAMA_BUILD_EXAMPLES=OFF \
+    -DLLAMA_BUILD_SERVER=OFF \
+    ${EXTRA_CMAKE_ARGS:-} >&2
+cmake --build "$CACHE/build" --target llama-bench -j "$JOBS" >&2
+test -x "$BIN"
+echo "$BIN"

@@ -1,0 +1,580 @@
+"""Cost reports: totals and rollups of the ledger, re-priced under any pricing profile.
+
+Which rows count: finished rows only (`completed`, `error`, `cancelled`, `interrupted`), selected by
+`started_at` in [since, until). `started` rows are in flight and left out (a crash turns them into
+`interrupted` at the next start). An `interrupted` row has no measured compute time; it counts with the
+time it ran (`latency_s`, an upper bound) as its compute seconds, so a crash never hides cost.
+
+Cost: for a per-request profile (cloud per compute-second) each row costs
+round_half_even(microseconds x price + fee) micro-units, computed in SQL with integers, exactly what the
+ledger stores as `cost_micros` when that profile was active; group and total costs are sums of these.
+For period-billed profiles (instance-hour, on-premises) the period's cost comes from provisioned or
+wall-clock time and is allocated to groups by their share of compute seconds (by request count when
+nothing computed), in whole micro-units with the largest-remainder method, so rows always add up to the
+total. Money in JSON is a string with exactly six decimals.
+
+Speed: one read-only connection per query (reports never block the ledger's writers); sums are one SQL
+GROUP BY over the rows; p50/p95 of latency and queue wait come from a second query run in parallel, exact
+up to `PERCENTILE_SAMPLE` rows and otherwise over a systematic sample of every k-th row (by rowid),
+nearest-rank method. See `benchmark` and `synthetic_ledger` for the timing over a million rows.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+from usage.db import connect
+from usage.ledger import Ledger, iso, parse_iso, utcnow
+from usage.pricing import (
+    MICROS,
+    CloudPerSecond,
+    PeriodUsage,
+    Profile,
+    allocate,
+    from_micros,
+    money,
+    to_micros,
+)
+from usage.provisioning import Provisioned, has_table, provisioned_seconds
+
+log = logging.getLogger(__name__)
+
+FINISHED = ("completed", "error", "cancelled", "interrupted")
+GROUPS = {
+    "hour": "substr(started_at, 1, 13)",
+    "day": "substr(started_at, 1, 10)",
+    "month": "substr(started_at, 1, 7)",
+    "route": "route",
+    "conversation": "conversation_id",
+    "model": "coalesce(model_id, '')",
+    "device": "coalesce(device, '')",
+}
+PERCENTILE_SAMPLE = 100_000
+_MICRO_S = "(CASE WHEN coalesce(compute_s, latency_s, 0) > 0 THEN CAST(coalesce(compute_s, latency_s) * 1000000 + 0.5 AS INTEGER) ELSE 0 END)"  # noqa: E501
+
+
+@dataclass(frozen=True)
+class Row:
+    """One group of a report (or its totals)."""
+
+    key: str
+    requests: int = 0
+    errors: int = 0
+    interrupted: int = 0
+    compute_micros: int = 0
+    prefill_s: float = 0.0
+    decode_s: float = 0.0
+    retrieval_s: float = 0.0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    latency_p50_s: float | None = None
+    latency_p95_s: float | None = None
+    queue_wait_p50_s: float | None = None
+    queue_wait_p95_s: float | None = None
+    cost_micros: int = 0
+
+    @property
+    def compute_s(self) -> Decimal:
+        return Decimal(self.compute_micros) / MICROS
+
+    @property
+    def cost(self) -> Decimal:
+        return from_micros(self.cost_micros)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "requests": self.requests,
+            "compute_s": float(self.compute_s),
+            "prefill_s": round(self.prefill_s, 6),
+            "decode_s": round(self.decode_s, 6),
+            "retrieval_s": round(self.retrieval_s, 6),
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "tokens": self.prompt_tokens + self.completion_tokens,
+            "errors": self.errors,
+            "interrupted": self.interrupted,
+            "latency_p50_s": self.latency_p50_s,
+            "latency_p95_s": self.latency_p95_s,
+            "queue_wait_p50_s": self.queue_wait_p50_s,
+            "queue_wait_p95_s": self.queue_wait_p95_s,
+            "cost": money(self.cost),
+        }
+
+
+@dataclass(frozen=True)
+class Report:
+    """A cost report over [since, until) grouped `by` one dimension, priced under `profile`."""
+
+    by: str
+    profile: Profile
+    since: datetime
+    until: datetime
+    rows: list[Row]
+    totals: Row
+    provisioned: Provisioned
+    outcomes: Outcomes | None = None
+    sample_every: int = 1
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def utilization(self) -> float | None:
+        if self.provisioned.seconds <= 0:
+            return None
+        return float(self.totals.compute_s / self.provisioned.seconds)
+
+    def to_json(self) -> dict[str, Any]:
+        """The `firstline report --json` document."""
+        totals = self.totals.as_dict()
+        idle = max(Decimal(0), self.provisioned.seconds - self.totals.compute_s)
+        per_request = self.totals.cost / self.totals.requests if self.totals.requests else None
+        totals |= {
+            "cost_per_request": money(per_request) if per_request is not None else None,
+            "provisioned_s": float(self.provisioned.seconds),
+            "provisioned_source": self.provisioned.source,
+            "idle_s": float(idle),
+            "utilization": self.utilization,
+        }
+        return {
+            "by": self.by,
+            "profile": self.profile.name,
+            "profile_version": self.profile.version,
+            "profile_kind": self.profile.kind,
+            "currency": self.profile.currency,
+            "since": iso(self.since),
+            "until": iso(self.until),
+            "rows": [{self.by: r.key} | r.as_dict() for r in self.rows],
+            "totals": totals,
+            "conversations": self.outcomes.as_dict() if self.outcomes else None,
+            "percentile_sample_every": self.sample_every,
+            "money": "decimal strings with six places (micro-units)",
+            "notes": self.notes,
+        }
+
+
+def parse_when(text: str | None, *, end: bool = False) -> datetime | None:
+    """A CLI date (YYYY-MM-DD, UTC; as `until` it includes that whole day) or ISO datetime."""
+    if not text:
+        return None
+    text = text.strip()
+    try:
+        if len(text) == 10:
+            day = datetime.strptime(text, "%Y-%m-%d").replace(tzinfo=UTC)
+            return day + timedelta(days=1) if end else day
+        value = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise ValueError(f"not a date: {text!r} (use YYYY-MM-DD or YYYY-MM-DDTHH:MM)") from None
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def build_report(
+    db_path: Path | str,
+    profile: Profile,
+    *,
+    by: str = "day",
+    since: datetime | None = None,
+    until: datetime | None = None,
+    now: datetime | None = None,
+    assumptions: Any = None,
+    with_outcomes: bool = True,
+    percentile_sample: int = PERCENTILE_SAMPLE,
+) -> Report:
+    """Aggregate the ledger over [since, until) by one dimension and price it under `profile`."""
+    if by not in GROUPS:
+        raise ValueError(f"unknown grouping {by!r}; expected one of {', '.join(GROUPS)}")
+    now = now or utcnow()
+    until = min(until or now, now)
+    path = Path(db_path)
+    if not path.exists():
+        empty = Report(
+            by, profile, since or until, until, [], Row("total"), Provisioned(Decimal(0), "none", 0)
+        )
+        return replace(empty, notes=["no ledger yet: the database does not exist"])
+    db = connect(path, readonly=True)
+    try:
+        if not has_table(db, "requests"):
+            return Report(
+                by, profile, since or until, until, [], Row("total"), Provisioned(Decimal(0), "none", 0)
+            )
+        if since is None:
+            first = db.execute(
+                f"SELECT min(started_at) FROM requests WHERE +status IN {FINISHED}"
+            ).fetchone()[0]
+            since = _day_start(parse_iso(first)) if first else until
+        since = min(since, until)
+        where = f"+status IN {FINISHED} AND started_at >= ? AND started_at < ?"
+        params = [iso(since), iso(until)]
+        estimate = db.execute(
+            "SELECT count(*) FROM requests WHERE started_at >= ? AND started_at < ?", params
+        )
+        every = max(1, math.ceil(estimate.fetchone()[0] / max(1, percentile_sample)))
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            sums = pool.submit(_sums, path, by, where, params, profile)
+            spread = pool.submit(_percentiles, path, by, where, params, every)
+            groups, spreads = sums.result(), spread.result()
+        provisioned = provisioned_seconds(db, since, until, now)
+        result_outcomes = outcomes(db, since, until, assumptions) if with_outcomes else None
+    finally:
+        db.close()
+    rows = [replace(r, **spreads.get(r.key, {})) for r in groups]
+    if not isinstance(profile, CloudPerSecond):
+        usage = PeriodUsage(
+            requests=sum(r.requests for r in rows),
+            compute_s=Decimal(sum(r.compute_micros for r in rows)) / MICROS,
+            wall_s=Decimal(str((until - since).total_seconds())),
+            provisioned_s=provisioned.seconds,
+        )
+        total = to_micros(profile.period_cost(usage))
+        weights = [r.compute_micros for r in rows]
+        if not any(weights):
+            weights = [r.requests for r in rows]
+        rows = [replace(r, cost_micros=c) for r, c in zip(rows, allocate(total, weights), strict=True)]
+    else:
+        total = sum(r.cost_micros for r in rows)
+    totals = _total(rows, spreads.get("\x00total", {}), total)
+    if by == "conversation":
+        rows.sort(key=lambda r: (-r.cost_micros, r.key))
+    notes = []
+    if every > 1:
+        notes.append(
+            f"p50/p95 estimated from every {every}th request ({percentile_sample:,} of the period's rows)"
+        )
+    if result_outcomes is not None and result_outcomes.conversations:
+        cost = from_micros(totals.cost_micros)
+        result_outcomes = result_outcomes.priced(cost)
+    return Report(by, profile, since, until, rows, totals, provisioned, result_outcomes, every, notes)
+
+
+def _sums(path: Path, by: str, where: str, params: list[Any], profile: Profile) -> list[Row]:
+    # The inner query computes each row's microseconds and scaled cost once; `LIMIT -1` keeps SQLite from
+    # flattening it into the aggregate (which would repeat those expressions in every CASE branch).
+    scale, mult, fee = profile.sql_terms() if isinstance(profile, CloudPerSecond) else (1, 0, 0)
+    db = connect(path, readonly=True)
+    try:
+        columns = {row[1] for row in db.execute("PRAGMA table_info(requests)").fetchall()}
+        retrieval = "coalesce(retrieval_s, 0)" if "retrieval_s" in columns else "0"
+        sql = (
+            "SELECT k, count(*), sum(status = 'error'), sum(status = 'interrupted'), sum(mu), total(prefill_s), "
+            "total(decode_s), total(rt), total(prompt_tokens), total(completion_tokens), "
+            "sum(a / ? + (CASE WHEN 2 * (a % ?) > ? OR (2 * (a % ?) = ? AND (a / ?) % 2 = 1) THEN 1 ELSE 0 END)) "
+            f"FROM (SELECT k, status, mu, prefill_s, decode_s, rt, prompt_tokens, completion_tokens, mu * ? + ? AS a "
+            f"FROM (SELECT {GROUPS[by]} AS k, status, {_MICRO_S} AS mu, prefill_s, decode_s, {retrieval} AS rt, "
+            f"prompt_tokens, completion_tokens FROM requests WHERE {where} LIMIT -1)) GROUP BY k ORDER BY k"
+        )
+        args = [scale, scale, scale, scale, scale, scale, mult, fee, *params]
+        result = db.execute(sql, args).fetchall()
+    finally:
+        db.close()
+    return [
+        Row(_label(by, k), n, e or 0, i or 0, mu or 0, pf, dc, rt, int(pt), int(ct), cost_micros=int(c or 0))
+        for k, n, e, i, mu, pf, dc, rt, pt, ct, c in result
+    ]
+
+
+def _percentiles(
+    path: Path, by: str, where: str, params: list[Any], every: int
+) -> dict[str, dict[str, float | None]]:
+    sample = " AND rowid % ? = 0" if every > 1 else ""
+    sql = f"SELECT {GROUPS[by]}, latency_s, queue_wait_s FROM requests WHERE {where}{sample}"
+    db = connect(path, readonly=True)
+    try:
+        result = db.execute(sql, [*params, every] if every > 1 else params).fetchall()
+    finally:
+        db.close()
+    latency: dict[str, list[float]] = {"\x00total": []}
+    queue: dict[str, list[float]] = {"\x00total": []}
+    for k, lat, qw in result:
+        key = _label(by, k)
+        if lat is not None:
+            latency.setdefault(key, []).append(lat)
+            latency["\x00total"].append(lat)
+        if qw is not None:
+            queue.setdefault(key, []).append(qw)
+            queue["\x00total"].append(qw)
+    out: dict[str, dict[str, float | None]] = {}
+    for key in set(latency) | set(queue):
+        lat_v, qw_v = sorted(latency.get(key, [])), sorted(queue.get(key, []))
+        out[key] = {
+            "latency_p50_s": percentile(lat_v, 0.50),
+            "latency_p95_s": percentile(lat_v, 0.95),
+            "queue_wait_p50_s": percentile(qw_v, 0.50),
+            "queue_wait_p95_s": percentile(qw_v, 0.95),
+        }
+    return out
+
+
+def percentile(ordered: list[float], p: float) -> float | None:
+    """Nearest-rank percentile of sorted values (None when empty)."""
+    if not ordered:
+        return None
+    rank = max(1, math.ceil(p * len(ordered)))
+    return round(ordered[rank - 1], 6)
+
+
+def _total(rows: list[Row], spread: dict[str, float | None], cost_micros: int) -> Row:
+    return Row(
+        "total",
+        requests=sum(r.requests for r in rows),
+        errors=sum(r.errors for r in rows),
+        interrupted=sum(r.interrupted for r in rows),
+        compute_micros=sum(r.compute_micros for r in rows),
+        prefill_s=sum(r.prefill_s for r in rows),
+        decode_s=sum(r.decode_s for r in rows),
+        retrieval_s=sum(r.retrieval_s for r in rows),
+        prompt_tokens=sum(r.prompt_tokens for r in rows),
+        completion_tokens=sum(r.completion_tokens for r in rows),
+        cost_micros=cost_micros,
+        **spread,  # type: ignore[arg-type]
+    )
+
+
+def _label(by: str, key: Any) -> str:
+    key = "" if key is None else str(key)
+    return f"{key}:00Z" if by == "hour" and key else key
+
+
+def _day_start(ts: datetime) -> datetime:
+    return ts.replace(hour=0, minute=0, second=0, microsecond=0)
+
+
+# -- conversations, tickets and what the bot saved -----------------------------------------------------
+@dataclass(frozen=True)
+class Outcomes:
+    """Conversations started in the period: escalated or resolved by the bot alone, and staff time.
+
+    Escalated: the conversation has a ticket, a `human`-routed ledger row, or status `human`. Deflected:
+    every other conversation (the bot resolved it without a human). Resolved: deflected ones plus those
+    whose ticket is resolved. Staff time: claimed -> resolved/unclaimed intervals from `ticket_events`
+    that end in the period (else tickets' claimed_at -> resolved_at). Saved: deflected conversations x
+    staff minutes per ticket (measured once `min_measured_tickets` tickets were handled, else the
+    assumption from pricing.toml) x staff hourly cost.
+    """
+
+    source: str
+    conversations: int
+    escalated: int
+    resolved: int
+    tickets_handled: int | None
+    staff_s: Decimal | None
+    minutes_per_ticket: Decimal
+    minutes_source: str
+    staff_hourly_cost: Decimal
+    bot_cost: Decimal | None = None
+
+    @property
+    def deflected(self) -> int:
+        return self.conversations - self.escalated
+
+    def priced(self, bot_cost: Decimal) -> Outcomes:
+        return replace(self, bot_cost=bot_cost)
+
+    def as_dict(self) -> dict[str, Any]:
+        n, cost = self.conversations, self.bot_cost
+        avoided = Decimal(self.deflected) * self.minutes_per_ticket / 60 * self.staff_hourly_cost
+        staff_cost = self.staff_s / 3600 * self.staff_hourly_cost if self.staff_s is not None else None
+        return {
+            "source": self.source,
+            "conversations": n,
+            "escalated": self.escalated,
+            "deflected": self.deflected,
+            "deflection_rate": round(self.deflected / n, 6) if n else None,
+            "resolved": self.resolved,
+            "cost_per_conversation": money(cost / n) if cost is not None and n else None,
+            "cost_per_resolved_conversation": money(cost / self.resolved)
+            if cost is not None and self.resolved
+            else None,
+            "tickets_handled": self.tickets_handled,
+            "staff_s": float(self.staff_s) if self.staff_s is not None else None,
+            "staff_cost": money(staff_cost) if staff_cost is not None else None,
+            "staff_minutes_per_ticket": float(self.minutes_per_ticket),
+            "staff_minutes_source": self.minutes_source,
+            "staff_hourly_cost": money(self.staff_hourly_cost),
+            "staff_cost_avoided": money(avoided),
+            "net_saving": money(avoided - cost) if cost is not None else None,
+        }
+
+
+def outcomes(db: Any, since: datetime, until: datetime, assumptions: Any = None) -> Outcomes | None:
+    """Deflection, resolution and staff time for conversations started in [since, until)."""
+    from usage.profiles import Assumptions
+
+    a = assumptions or Assumptions()
+    params = [iso(since), iso(until)]
+    tickets = has_table(db, "tickets")
+    if has_table(db, "conversations"):
+        escalated = "c.status = 'human' OR EXISTS (SELECT 1 FROM requests r WHERE r.conversation_id = c.id AND r.route = 'human')"
+        resolved_ticket = "0"
+        if tickets:
+            escalated += " OR EXISTS (SELECT 1 FROM tickets t WHERE t.conversation_id = c.id)"
+            resolved_ticket = (
+                "EXISTS (SELECT 1 FROM tickets t WHERE t.conversation_id = c.id AND t.status = 'resolved')"
+            )
+        row = db.execute(
+            f"SELECT count(*), total(esc), total(CASE WHEN esc THEN res ELSE 1 END) FROM (SELECT ({escalated}) AS esc, "
+            f"({resolved_ticket}) AS res FROM conversations c WHERE c.created_at >= ? AND c.created_at < ?)",
+            params,
+        ).fetchone()
+        source = "conversations"
+    elif has_table(db, "requests"):
+        row = db.execute(
+            "SELECT count(*), total(h), total(1 - h) FROM (SELECT max(route = 'human') AS h FROM requests "
+            f"WHERE +status IN {FINISHED} AND started_at >= ? AND started_at < ? GROUP BY conversation_id)",
+            params,
+        ).fetchone()
+        source = "ledger"
+    else:
+        return None
+    handled, staff_s = _staff_time(db, since, until) if tickets else (None, None)
+    minutes, minutes_source = a.staff_minutes_per_ticket, "assumed"
+    if handled and staff_s is not None and handled >= a.min_measured_tickets:
+        minutes, minutes_source = staff_s / handled / 60, "measured"
+    return Outcomes(
+        source,
+        int(row[0]),
+        int(row[1]),
+        int(row[2]),
+        handled,
+        staff_s,
+        minutes,
+        minutes_source,
+        a.staff_hourly_cost,
+    )
+
+
+def _staff_time(db: Any, since: datetime, until: datetime) -> tuple[int, Decimal]:
+    """Tickets handled and staff seconds: claimed -> resolved/unclaimed intervals ending in the period."""
+    total, tickets = Decimal(0), set()
+    if has_table(db, "ticket_events"):
+        rows = db.execute(
+            "SELECT ticket_id, kind, created_at FROM ticket_events WHERE ticket_id IN (SELECT DISTINCT ticket_id "
+            "FROM ticket_events WHERE kind IN ('resolved', 'unclaimed') AND created_at >= ? AND created_at < ?) "
+            "AND kind IN ('claimed', 'unclaimed', 'resolved') ORDER BY ticket_id, id",
+            [iso(since), iso(until)],
+        ).fetchall()
+        claimed: dict[str, datetime] = {}
+        for ticket_id, kind, at in rows:
+            when = _parse_any(at)
+            if kind == "claimed":
+                claimed.setdefault(ticket_id, when)
+            elif ticket_id in claimed:
+                began = claimed.pop(ticket_id)
+                if since <= when < until:
+                    total += Decimal(str((when - began).total_seconds()))
+                    tickets.add(ticket_id)
+        return len(tickets), total
+    rows = db.execute(
+        "SELECT claimed_at, resolved_at FROM tickets WHERE claimed_at IS NOT NULL AND resolved_at >= ? "
+        "AND resolved_at < ?",
+        [iso(since), iso(until)],
+    ).fetchall()
+    for began, ended in rows:
+        total += Decimal(str(max(0.0, (_parse_any(ended) - _parse_any(began)).total_seconds())))
+    return len(rows), total
+
+
+def _parse_any(text: str) -> datetime:
+    value = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value
+
+
+# -- benchmark ----------------------------------------------------------------------------------------
+_COLUMNS = (
+    "request_id",
+    "conversation_id",
+    "route",
+    "status",
+    "model_id",
+    "device",
+    "started_at",
+    "finished_at",
+    "queue_wait_s",
+    "prefill_s",
+    "decode_s",
+    "compute_s",
+    "latency_s",
+    "prompt_tokens",
+    "completion_tokens",
+    "cached_tokens",
+    "cost_micros",
+    "profile",
+    "profile_version",
+    "currency",
+    "owner",
+)
+
+
+def synthetic_ledger(
+    path: Path | str, n: int, *, days: int = 365, seed: int = 7, start: datetime | None = None
+) -> int:
+    """Fill a (new) ledger database with `n` finished, plausible requests over `days` days; returns n."""
+    Ledger(path, heartbeat=False).close()
+    rng = random.Random(seed)
+    start = start or datetime(2025, 1, 1, tzinfo=UTC)
+    step = days * 86400 / max(1, n)
+    models = [("SmolLM2-135M-Instruct.Q4_1", "CPU"), ("qwen2.5-7b-instruct-q4_k_m", "CUDA")]
+
+    def rows() -> Any:
+        for i in range(n):
+            began = start + timedelta(seconds=i * step + rng.random() * step)
+            route = rng.choices(("model", "faq", "human"), (70, 25, 5))[0]
+            model_id, device = models[i % 7 == 0]
+            prefill = rng.uniform(0.05, 0.6) if route == "model" else 0.0
+            decode = rng.lognormvariate(0.8, 0.5) if route == "model" else 0.0
+            wait = rng.expovariate(8.0)
+            status = "completed" if rng.random() > 0.01 else "error"
+            took = wait + prefill + decode + 0.005
+            cost = CloudPerSecond().request_cost_micros(prefill + decode)
+            yield (
+                f"syn{i:09d}",
+                f"conv{i // 4:08d}",
+                route,
+                status,
+                model_id if route == "model" else "",
+                device if route == "model" else "",
+                iso(began),
+                iso(began + timedelta(seconds=took)),
+                wait,
+                prefill,
+                decode,
+                prefill + decode,
+                took,
+                rng.randint(80, 900),
+                int(decode * 60),
+                0,
+                cost,
+                "cloud-gpu-per-second",
+                1,
+                "EUR",
+                "synthetic",
+            )
+
+    db = connect(path)
+    try:
+        db.execute("BEGIN IMMEDIATE")
+        db.conn.executemany(
+            f"INSERT INTO requests ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))})", rows()
+        )
+        db.execute("COMMIT")
+    finally:
+        db.close()
+    return n
+
+
+def benchmark(
+    path: Path | str, profile: Profile, groupings: tuple[str, ...] = ("day", "route", "month")
+) -> dict[str, float]:
+    """Seconds each report grouping takes over the database at `path` (a benchmark, not a test)."""
+    timings: dict[str, float] = {}
+    for by in groupings:
+        t0 = time.perf_counter()
+        build_report(path, profile, by=by)
+        timings[by] = round(time.perf_counter() - t0, 3)
+    return timings
