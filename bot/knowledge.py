@@ -55,6 +55,8 @@ DEMO_KB_DIR = Path(__file__).resolve().parent / "demo_kb"
 DEMO_EXCLUDE = ("questions/*", "README*")
 MIN_RELEVANCE = 0.3  # below this best score, the knowledge base has nothing relevant for the question
 FAQ_THRESHOLD = 0.75  # faq_match score from which an FAQ answer is given with no model call
+RRF_K = 60  # reciprocal rank fusion constant (the usual value)
+FUSION_WEIGHTS = (1.0, 1.0)  # lexical, dense
 CANDIDATES = 200  # FTS5 candidates re-ranked per query
 DENSE_CANDIDATES = 100  # nearest chunks by embedding taken into the fusion
 COSINE = (0.75, 0.90)  # passage cosines: unrelated .. clearly relevant (multilingual-e5-small)
@@ -581,12 +583,12 @@ def _rank_lexical(qterms: list[QueryTerm], rows: list[tuple[Any, ...]]) -> dict[
     return out
 
 
-def _rrf(rankings: list[list[int]], k: int = 60) -> dict[int, float]:
-    """Reciprocal rank fusion of several rankings of the same ids."""
+def _rrf(rankings: list[list[int]], k: int = RRF_K) -> dict[int, float]:
+    """Reciprocal rank fusion of several rankings of the same ids (weighted by FUSION_WEIGHTS)."""
     fused: dict[int, float] = {}
-    for ranking in rankings:
+    for weight, ranking in zip(FUSION_WEIGHTS, rankings, strict=False):
         for rank, cid in enumerate(ranking, 1):
-            fused[cid] = fused.get(cid, 0.0) + 1.0 / (k + rank)
+            fused[cid] = fused.get(cid, 0.0) + weight / (k + rank)
     return fused
 
 

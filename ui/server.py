@@ -121,7 +121,9 @@ def build_app(
     customer = build_customer_app(services.bot, title=f"{services.bot_settings.company_name} Support")
     customer.queue(default_concurrency_limit=settings.chat_concurrency, max_size=settings.queue_size)
     gr.mount_gradio_app(app, customer, path=CHAT_PATH, footer_links=[], ssr_mode=False)
-    for mount in extra_mounts or []:
+    from ui.staff import mount_staff
+
+    for mount in [mount_staff, *(extra_mounts or [])]:
         mount(app, services)
     return app
 

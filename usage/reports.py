@@ -32,8 +32,12 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from usage.db import connect
+from sqlite_utils import Database
+from sqlite_utils.migrations import Migrations
+
+from usage.db import Store, connect
 from usage.ledger import Ledger, iso, parse_iso, utcnow
+from usage.ledger import migrations as ledger_migrations
 from usage.pricing import (
     MICROS,
     CloudPerSecond,
@@ -44,9 +48,30 @@ from usage.pricing import (
     money,
     to_micros,
 )
+from usage.profiles import Assumptions
 from usage.provisioning import Provisioned, has_table, provisioned_seconds
 
 log = logging.getLogger(__name__)
+index_migrations = Migrations("firstline.reports")
+
+
+@index_migrations()
+def m001_report_indexes(db: Database) -> None:
+    # (key, started_at) lets a report read each route / model / device as one index range, no sorting
+    for column in ("route", "model_id", "device"):
+        db.execute(
+            f"CREATE INDEX IF NOT EXISTS idx_requests_{column}_started_at ON requests({column}, started_at)"
+        )
+
+
+def prepare(db_path: Path | str) -> None:
+    """Create the ledger and the report indexes if missing (a short write; reports themselves only read)."""
+    ledger_store = Store(db_path, ledger_migrations)
+    try:
+        Store(db_path, index_migrations).close()
+    finally:
+        ledger_store.close()
+
 
 FINISHED = ("completed", "error", "cancelled", "interrupted")
 GROUPS = {
@@ -59,6 +84,7 @@ GROUPS = {
     "device": "coalesce(device, '')",
 }
 PERCENTILE_SAMPLE = 100_000
+_TOTAL = "\x00total"
 _MICRO_S = "(CASE WHEN coalesce(compute_s, latency_s, 0) > 0 THEN CAST(coalesce(compute_s, latency_s) * 1000000 + 0.5 AS INTEGER) ELSE 0 END)"  # noqa: E501
 
 
@@ -183,7 +209,7 @@ def build_report(
     since: datetime | None = None,
     until: datetime | None = None,
     now: datetime | None = None,
-    assumptions: Any = None,
+    assumptions: Assumptions | None = None,
     with_outcomes: bool = True,
     percentile_sample: int = PERCENTILE_SAMPLE,
 ) -> Report:
@@ -193,16 +219,14 @@ def build_report(
     now = now or utcnow()
     until = min(until or now, now)
     path = Path(db_path)
+    nothing = Provisioned(Decimal(0), "none", 0)
     if not path.exists():
-        empty = Report(
-            by, profile, since or until, until, [], Row("total"), Provisioned(Decimal(0), "none", 0)
-        )
-        return replace(empty, notes=["no ledger yet: the database does not exist"])
+        return Report(by, profile, since or until, until, [], Row("total"), nothing, notes=["no ledger yet"])
     db = connect(path, readonly=True)
     try:
         if not has_table(db, "requests"):
             return Report(
-                by, profile, since or until, until, [], Row("total"), Provisioned(Decimal(0), "none", 0)
+                by, profile, since or until, until, [], Row("total"), nothing, notes=["no ledger yet"]
             )
         if since is None:
             first = db.execute(
@@ -210,22 +234,24 @@ def build_report(
             ).fetchone()[0]
             since = _day_start(parse_iso(first)) if first else until
         since = min(since, until)
-        where = f"+status IN {FINISHED} AND started_at >= ? AND started_at < ?"
         params = [iso(since), iso(until)]
         estimate = db.execute(
             "SELECT count(*) FROM requests WHERE started_at >= ? AND started_at < ?", params
         )
         every = max(1, math.ceil(estimate.fetchone()[0] / max(1, percentile_sample)))
         with ThreadPoolExecutor(max_workers=2) as pool:
-            sums = pool.submit(_sums, path, by, where, params, profile)
-            spread = pool.submit(_percentiles, path, by, where, params, every)
+            spread = pool.submit(_percentiles, path, by, params, every)
+            sums = pool.submit(_sums, path, by, since, until, profile)
+            found = pool.submit(outcomes, path, since, until, assumptions) if with_outcomes else None
             groups, spreads = sums.result(), spread.result()
+            result_outcomes = found.result() if found else None
         provisioned = provisioned_seconds(db, since, until, now)
-        result_outcomes = outcomes(db, since, until, assumptions) if with_outcomes else None
     finally:
         db.close()
     rows = [replace(r, **spreads.get(r.key, {})) for r in groups]
-    if not isinstance(profile, CloudPerSecond):
+    if isinstance(profile, CloudPerSecond):
+        total = sum(r.cost_micros for r in rows)
+    else:
         usage = PeriodUsage(
             requests=sum(r.requests for r in rows),
             compute_s=Decimal(sum(r.compute_micros for r in rows)) / MICROS,
@@ -237,68 +263,156 @@ def build_report(
         if not any(weights):
             weights = [r.requests for r in rows]
         rows = [replace(r, cost_micros=c) for r, c in zip(rows, allocate(total, weights), strict=True)]
-    else:
-        total = sum(r.cost_micros for r in rows)
-    totals = _total(rows, spreads.get("\x00total", {}), total)
+    totals = _total(rows, spreads.get(_TOTAL, {}), total)
     if by == "conversation":
         rows.sort(key=lambda r: (-r.cost_micros, r.key))
     notes = []
     if every > 1:
-        notes.append(
-            f"p50/p95 estimated from every {every}th request ({percentile_sample:,} of the period's rows)"
-        )
-    if result_outcomes is not None and result_outcomes.conversations:
-        cost = from_micros(totals.cost_micros)
-        result_outcomes = result_outcomes.priced(cost)
+        notes.append(f"p50/p95 estimated from every {every}th request (about {percentile_sample:,} rows)")
+    if result_outcomes is not None:
+        result_outcomes = result_outcomes.priced(from_micros(totals.cost_micros))
     return Report(by, profile, since, until, rows, totals, provisioned, result_outcomes, every, notes)
 
 
-def _sums(path: Path, by: str, where: str, params: list[Any], profile: Profile) -> list[Row]:
-    # The inner query computes each row's microseconds and scaled cost once; `LIMIT -1` keeps SQLite from
-    # flattening it into the aggregate (which would repeat those expressions in every CASE branch).
+def _sums(path: Path, by: str, since: datetime, until: datetime, profile: Profile) -> list[Row]:
+    """Per-group sums: one indexed query per group segment (no sort of the whole period)."""
     scale, mult, fee = profile.sql_terms() if isinstance(profile, CloudPerSecond) else (1, 0, 0)
     db = connect(path, readonly=True)
     try:
         columns = {row[1] for row in db.execute("PRAGMA table_info(requests)").fetchall()}
         retrieval = "coalesce(retrieval_s, 0)" if "retrieval_s" in columns else "0"
-        sql = (
-            "SELECT k, count(*), sum(status = 'error'), sum(status = 'interrupted'), sum(mu), total(prefill_s), "
+        # the inner co-routine computes each row's microseconds and scaled cost once (`LIMIT -1` keeps
+        # SQLite from flattening it, which would repeat those expressions in every CASE branch)
+        aggregate = (
+            "count(*), sum(status = 'error'), sum(status = 'interrupted'), sum(mu), total(prefill_s), "
             "total(decode_s), total(rt), total(prompt_tokens), total(completion_tokens), "
-            "sum(a / ? + (CASE WHEN 2 * (a % ?) > ? OR (2 * (a % ?) = ? AND (a / ?) % 2 = 1) THEN 1 ELSE 0 END)) "
-            f"FROM (SELECT k, status, mu, prefill_s, decode_s, rt, prompt_tokens, completion_tokens, mu * ? + ? AS a "
-            f"FROM (SELECT {GROUPS[by]} AS k, status, {_MICRO_S} AS mu, prefill_s, decode_s, {retrieval} AS rt, "
-            f"prompt_tokens, completion_tokens FROM requests WHERE {where} LIMIT -1)) GROUP BY k ORDER BY k"
+            "sum(a / ? + (CASE WHEN 2 * (a % ?) > ? OR (2 * (a % ?) = ? AND (a / ?) % 2 = 1) THEN 1 ELSE 0 END))"
         )
-        args = [scale, scale, scale, scale, scale, scale, mult, fee, *params]
-        result = db.execute(sql, args).fetchall()
+        inner = (
+            f"SELECT {{key}} status, {_MICRO_S} AS mu, {_MICRO_S} * ? + ? AS a, prefill_s, decode_s, "
+            f"{retrieval} AS rt, prompt_tokens, completion_tokens FROM requests "
+            f"WHERE +status IN {FINISHED} AND {{cond}} LIMIT -1"
+        )
+        cost_args = [scale] * 6
+        period = [iso(since), iso(until)]
+        out: list[Row] = []
+        segments = _segments(db, by, since, until)
+        if segments is None:  # one grouped query (conversations, or a key without its index)
+            sql = (
+                f"SELECT k, {aggregate} FROM ({inner.format(key=GROUPS[by] + ' AS k,', cond='started_at >= ? AND started_at < ?')}) "
+                "GROUP BY k ORDER BY k"
+            )
+            for k, *values in db.execute(sql, [*cost_args, mult, fee, *period]).fetchall():
+                out.append(_row(_label(by, k), values))
+        else:
+            sql = f"SELECT {aggregate} FROM ({inner.format(key='', cond='{cond}')})"
+            for label, cond, args in segments:
+                values = db.execute(sql.format(cond=cond), [*cost_args, mult, fee, *args]).fetchone()
+                if values[0]:
+                    out.append(_row(label, list(values)))
     finally:
         db.close()
+    return _merge(out)
+
+
+def _segments(db: Any, by: str, since: datetime, until: datetime) -> list[tuple[str, str, list[Any]]] | None:
+    """(label, SQL condition, parameters) per group, each an index range; None: use one GROUP BY."""
+    period = "started_at >= ? AND started_at < ?"
+    if by in ("hour", "day", "month"):
+        return [(label, period, [iso(lo), iso(hi)]) for label, lo, hi in _buckets(by, since, until)]
+    column = {"route": "route", "model": "model_id", "device": "device"}.get(by)
+    if column is None or not _indexed(db, column):
+        return None
+    keys: list[Any] = []
+    if db.execute(f"SELECT 1 FROM requests WHERE {column} IS NULL LIMIT 1").fetchone():
+        keys.append(None)
+    key = db.execute(f"SELECT min({column}) FROM requests").fetchone()[0]
+    while key is not None:  # a loose index scan: one seek per distinct value
+        keys.append(key)
+        key = db.execute(f"SELECT min({column}) FROM requests WHERE {column} > ?", [key]).fetchone()[0]
     return [
-        Row(_label(by, k), n, e or 0, i or 0, mu or 0, pf, dc, rt, int(pt), int(ct), cost_micros=int(c or 0))
-        for k, n, e, i, mu, pf, dc, rt, pt, ct, c in result
+        ("" if k is None else str(k), f"{column} IS ? AND {period}", [k, iso(since), iso(until)])
+        for k in keys
     ]
 
 
-def _percentiles(
-    path: Path, by: str, where: str, params: list[Any], every: int
-) -> dict[str, dict[str, float | None]]:
+def _buckets(by: str, since: datetime, until: datetime) -> list[tuple[str, datetime, datetime]]:
+    out = []
+    if by == "month":
+        lo = since.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    elif by == "day":
+        lo = _day_start(since)
+    else:
+        lo = since.replace(minute=0, second=0, microsecond=0)
+    while lo < until:
+        if by == "month":
+            hi = (lo + timedelta(days=32)).replace(day=1)
+            label = lo.strftime("%Y-%m")
+        else:
+            hi = lo + (timedelta(days=1) if by == "day" else timedelta(hours=1))
+            label = lo.strftime("%Y-%m-%d") if by == "day" else lo.strftime("%Y-%m-%dT%H:00Z")
+        out.append((label, max(lo, since), min(hi, until)))
+        lo = hi
+    return out
+
+
+def _indexed(db: Any, column: str) -> bool:
+    return any(
+        row[1] == f"idx_requests_{column}_started_at"
+        for row in db.execute("PRAGMA index_list(requests)").fetchall()
+    )
+
+
+def _row(label: str, values: list[Any]) -> Row:
+    n, errors, interrupted, mu, pf, dc, rt, pt, ct, cost = values
+    return Row(
+        label,
+        n,
+        errors or 0,
+        interrupted or 0,
+        mu or 0,
+        pf,
+        dc,
+        rt,
+        int(pt),
+        int(ct),
+        cost_micros=int(cost or 0),
+    )
+
+
+def _merge(rows: list[Row]) -> list[Row]:
+    """Merge rows with the same label (a NULL and an empty model id are both '')."""
+    merged: dict[str, Row] = {}
+    for r in rows:
+        if r.key in merged:
+            m = merged[r.key]
+            merged[r.key] = _total([m, r], {}, m.cost_micros + r.cost_micros, key=r.key)
+        else:
+            merged[r.key] = r
+    return sorted(merged.values(), key=lambda r: r.key)
+
+
+def _percentiles(path: Path, by: str, params: list[Any], every: int) -> dict[str, dict[str, float | None]]:
     sample = " AND rowid % ? = 0" if every > 1 else ""
-    sql = f"SELECT {GROUPS[by]}, latency_s, queue_wait_s FROM requests WHERE {where}{sample}"
+    sql = (
+        f"SELECT {GROUPS[by]}, latency_s, queue_wait_s FROM requests "
+        f"WHERE +status IN {FINISHED} AND started_at >= ? AND started_at < ?{sample}"
+    )
     db = connect(path, readonly=True)
     try:
         result = db.execute(sql, [*params, every] if every > 1 else params).fetchall()
     finally:
         db.close()
-    latency: dict[str, list[float]] = {"\x00total": []}
-    queue: dict[str, list[float]] = {"\x00total": []}
+    latency: dict[str, list[float]] = {_TOTAL: []}
+    queue: dict[str, list[float]] = {_TOTAL: []}
     for k, lat, qw in result:
         key = _label(by, k)
         if lat is not None:
             latency.setdefault(key, []).append(lat)
-            latency["\x00total"].append(lat)
+            latency[_TOTAL].append(lat)
         if qw is not None:
             queue.setdefault(key, []).append(qw)
-            queue["\x00total"].append(qw)
+            queue[_TOTAL].append(qw)
     out: dict[str, dict[str, float | None]] = {}
     for key in set(latency) | set(queue):
         lat_v, qw_v = sorted(latency.get(key, [])), sorted(queue.get(key, []))
@@ -319,9 +433,9 @@ def percentile(ordered: list[float], p: float) -> float | None:
     return round(ordered[rank - 1], 6)
 
 
-def _total(rows: list[Row], spread: dict[str, float | None], cost_micros: int) -> Row:
+def _total(rows: list[Row], spread: dict[str, float | None], cost_micros: int, key: str = "total") -> Row:
     return Row(
-        "total",
+        key,
         requests=sum(r.requests for r in rows),
         errors=sum(r.errors for r in rows),
         interrupted=sum(r.interrupted for r in rows),
@@ -402,11 +516,18 @@ class Outcomes:
         }
 
 
-def outcomes(db: Any, since: datetime, until: datetime, assumptions: Any = None) -> Outcomes | None:
+def outcomes(
+    db_path: Path | str, since: datetime, until: datetime, assumptions: Assumptions | None = None
+) -> Outcomes | None:
     """Deflection, resolution and staff time for conversations started in [since, until)."""
-    from usage.profiles import Assumptions
+    db = connect(db_path, readonly=True)
+    try:
+        return _outcomes(db, since, until, assumptions or Assumptions())
+    finally:
+        db.close()
 
-    a = assumptions or Assumptions()
+
+def _outcomes(db: Database, since: datetime, until: datetime, a: Assumptions) -> Outcomes | None:
     params = [iso(since), iso(until)]
     tickets = has_table(db, "tickets")
     if has_table(db, "conversations"):

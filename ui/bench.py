@@ -1,0 +1,360 @@
+"""`firstline bench`: how fast firstline is, against what, and where the time goes.
+
+One process run measures, on the same model and prompt: firstline's full chat path (Bot.stream_message
+through the ledger), plain llama-cpp-python on a separately loaded `Llama` with identical settings, and
+native llama.cpp (`llama-bench`, built from the llama.cpp source llama-cpp-python vendors); the machine's
+memory bandwidth and the decode ceiling it implies; prompt caching of follow-up turns; the FAQ fast path;
+ledger overhead and report time; concurrent chat sessions through the running server; and how well the
+ledger's compute seconds agree with an outside clock. Every figure is a named value with a unit
+(`results` in the JSON); targets are judged on the figures and written into a Markdown report with a
+plot. Benchmarks print figures; tests only check this plumbing.
+
+Sections live in ui/bench_model.py (model paths, caching, accounting), ui/bench_native.py (llama-bench,
+memory bandwidth, ceilings), ui/bench_system.py (machine, ledger, reports, FAQ), ui/bench_server.py
+(concurrent sessions) and ui/bench_report.py (Markdown, JSON, plot).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+SECTIONS = ("machine", "decode", "limits", "cache", "faq", "ledger", "server", "accounting")
+
+
+@dataclass
+class Figure:
+    """One measured figure: a stable name, a value (None when not measured) and its unit."""
+
+    name: str
+    value: float | None
+    unit: str
+    label: str = ""
+    section: str = ""
+    note: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class Target:
+    """A performance target judged on measured figures (met is None when it could not be measured)."""
+
+    name: str
+    goal: str
+    met: bool | None
+    measured: str
+    cause: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class BenchOptions:
+    """What to run and how big; `quick` shrinks every section to fit in about two minutes."""
+
+    out_dir: Path = Path("bench-report")
+    quick: bool = False
+    sections: tuple[str, ...] = SECTIONS
+    gen_tokens: int = 128
+    reps: int = 5
+    ledger_requests: int = 500
+    ledger_rows: int = 1_000_000
+    faq_requests: int = 100
+    sessions: tuple[int, ...] = (1, 4, 16)
+    server_requests: int = 32  # per concurrency level (at least two turns per session)
+    server_max_tokens: int = 64
+    llama_bench: Path | None = None
+    work_dir: Path | None = None
+
+    @classmethod
+    def for_mode(cls, quick: bool, **overrides: Any) -> BenchOptions:
+        """Defaults for a full run, or the smaller `--quick` run."""
+        if quick:
+            base = cls(
+                quick=True,
+                gen_tokens=64,
+                reps=3,
+                ledger_requests=200,
+                ledger_rows=100_000,
+                faq_requests=40,
+                sessions=(1, 4),
+                server_requests=8,
+                server_max_tokens=32,
+            )
+        else:
+            base = cls()
+        for key, value in overrides.items():
+            if value is not None:
+                setattr(base, key, value)
+        return base
+
+
+@dataclass
+class Bench:
+    """Collects figures, targets and notes while the sections run."""
+
+    options: BenchOptions
+    progress: Callable[[str], None] = lambda _msg: None
+    figures: list[Figure] = field(default_factory=list)
+    targets: list[Target] = field(default_factory=list)
+    notes: dict[str, list[str]] = field(default_factory=dict)
+    details: dict[str, Any] = field(default_factory=dict)
+    section: str = ""
+    started: float = field(default_factory=time.time)
+    work_dir: Path = Path(".")
+
+    def add(self, name: str, value: float | None, unit: str, label: str = "", note: str = "") -> Figure:
+        """Record a figure in the current section."""
+        fig = Figure(name, None if value is None else float(value), unit, label or name, self.section, note)
+        self.figures.append(fig)
+        return fig
+
+    def note(self, text: str, section: str | None = None) -> None:
+        """An explanation shown under the section in the report."""
+        self.notes.setdefault(section or self.section, []).append(text)
+
+    def value(self, name: str) -> float | None:
+        """The value of a recorded figure (None when absent or not measured)."""
+        for fig in self.figures:
+            if fig.name == name:
+                return fig.value
+        return None
+
+    def target(self, name: str, goal: str, met: bool | None, measured: str, cause: str = "") -> None:
+        self.targets.append(Target(name, goal, met, measured, cause))
+
+    def workspace(self, name: str) -> Path:
+        """A fresh directory for one section's databases."""
+        path = self.work_dir / name
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+
+# -- statistics ----------------------------------------------------------------------------------------
+def percentile(values: Sequence[float], q: float) -> float | None:
+    """The q-th percentile (0..100) with linear interpolation; None for no values."""
+    data = sorted(v for v in values if v is not None and not math.isnan(v))
+    if not data:
+        return None
+    if len(data) == 1:
+        return data[0]
+    pos = (len(data) - 1) * q / 100.0
+    lo = math.floor(pos)
+    hi = min(lo + 1, len(data) - 1)
+    return data[lo] + (data[hi] - data[lo]) * (pos - lo)
+
+
+def median(values: Sequence[float]) -> float | None:
+    return percentile(values, 50)
+
+
+def ratio(numerator: float | None, denominator: float | None) -> float | None:
+    """numerator / denominator, None when either is missing or the denominator is zero."""
+    if numerator is None or denominator is None or denominator == 0:
+        return None
+    return numerator / denominator
+
+
+def decode_rate(token_times: Sequence[float], tokens: int | None = None) -> float | None:
+    """Decode tokens/s from the times the tokens arrived: (tokens - 1) / (t_last - t_first)."""
+    if len(token_times) < 2:
+        return None
+    n = tokens if tokens is not None else len(token_times)
+    span = token_times[-1] - token_times[0]
+    return (n - 1) / span if span > 0 and n > 1 else None
+
+
+def fmt(value: float | None, digits: int = 2) -> str:
+    """A figure for prose: rounded, or 'n/a'."""
+    if value is None:
+        return "n/a"
+    if abs(value) >= 100:
+        return f"{value:,.0f}"
+    return f"{value:.{digits}f}"
+
+
+# -- running ---------------------------------------------------------------------------------------------
+SectionFn = Callable[[Bench, "Shared"], None]
+
+
+@dataclass
+class Shared:
+    """Things sections share: the loaded model (once per run) and what earlier sections measured."""
+
+    model: Any = None
+    plain: Any = None
+    prompt_tokens: int | None = None
+    messages: list[Any] = field(default_factory=list)
+
+
+def _section_functions() -> dict[str, SectionFn]:
+    from ui import bench_model, bench_native, bench_server, bench_system
+
+    return {
+        "machine": bench_system.machine,
+        "decode": bench_model.decode,
+        "limits": bench_native.limits,
+        "cache": bench_model.follow_up_cache,
+        "faq": bench_system.faq,
+        "ledger": bench_system.ledger,
+        "server": bench_server.concurrency,
+        "accounting": bench_model.accounting,
+    }
+
+
+def run_bench(options: BenchOptions, progress: Callable[[str], None] | None = None) -> Bench:
+    """Run the selected sections in order, judge the targets and write the report into options.out_dir."""
+    from ui import bench_report
+
+    bench = Bench(options, progress or (lambda _m: None))
+    functions = _section_functions()
+    shared = Shared()
+    selected = [s for s in SECTIONS if s in options.sections]
+    with tempfile.TemporaryDirectory(prefix="firstline-bench-", dir=options.work_dir) as tmp:
+        bench.work_dir = Path(tmp)
+        bench.details["load_before"] = os.getloadavg()
+        for name in selected:
+            bench.section = name
+            bench.progress(f"[{name}] ...")
+            t0 = time.perf_counter()
+            try:
+                functions[name](bench, shared)
+            except Exception as exc:  # one broken section must not lose the others' figures
+                bench.note(f"**section failed**: {type(exc).__name__}: {exc}")
+                bench.progress(f"[{name}] failed: {type(exc).__name__}: {exc}")
+            bench.details.setdefault("section_seconds", {})[name] = round(time.perf_counter() - t0, 1)
+        bench.details["load_after"] = os.getloadavg()
+        bench.section = "targets"
+        judge_targets(bench)
+    bench.details["runtime_s"] = round(time.time() - bench.started, 1)
+    bench_report.write(bench)
+    return bench
+
+
+def _meets(value: float | None, predicate: Callable[[float], bool]) -> bool | None:
+    return None if value is None else predicate(value)
+
+
+def judge_targets(bench: Bench) -> None:
+    """Mark each issue #7 target met / missed / not measured from the figures."""
+    sel = bench.options.sections
+    v = bench.value
+    if "decode" in sel:
+        r = v("decode.ratio.firstline_vs_llama_cpp_python")
+        bench.target(
+            "decode_vs_llama_cpp_python",
+            "full chat path decodes at >= 95% of plain llama-cpp-python",
+            _meets(r, lambda x: x >= 0.95),
+            f"{fmt(None if r is None else r * 100, 1)}%",
+            bench.details.get("cause.decode_vs_llama_cpp_python", ""),
+        )
+        r = v("decode.ratio.firstline_vs_native")
+        bench.target(
+            "decode_vs_native",
+            "full chat path decodes at >= 85% of native llama.cpp",
+            _meets(r, lambda x: x >= 0.85),
+            f"{fmt(None if r is None else r * 100, 1)}%",
+            bench.details.get("cause.decode_vs_native", ""),
+        )
+    if "cache" in sel:
+        r = v("cache.speedup.same_conversation")
+        bench.target(
+            "cached_follow_up",
+            "a cached follow-up turn starts >= 2x as fast as an uncached one",
+            _meets(r, lambda x: x >= 2.0),
+            f"{fmt(r, 1)}x",
+            bench.details.get("cause.cached_follow_up", ""),
+        )
+        r = v("cache.speedup.state_cache")
+        if r is not None:
+            bench.target(
+                "interleaved_follow_up",
+                "with another conversation in between, the follow-up still starts >= 2x faster (state cache)",
+                r >= 2.0,
+                f"{fmt(r, 1)}x",
+                bench.details.get("cause.interleaved_follow_up", ""),
+            )
+    if "faq" in sel:
+        p50 = v("faq.latency.p50")
+        calls = v("faq.model_calls")
+        met = None if p50 is None else (p50 < 20.0 and (calls or 0) == 0)
+        bench.target(
+            "faq_fast_path",
+            "FAQ path < 20 ms p50 with no model call",
+            met,
+            "not yet available" if p50 is None else f"p50 {fmt(p50)} ms, {fmt(calls, 0)} model calls",
+            bench.details.get("cause.faq_fast_path", ""),
+        )
+    if "ledger" in sel:
+        p95 = v("ledger.overhead.p95")
+        bench.target(
+            "ledger_overhead",
+            "ledger overhead (start + finish) < 2 ms p95",
+            _meets(p95, lambda x: x < 2.0),
+            f"p95 {fmt(p95)} ms",
+            bench.details.get("cause.ledger_overhead", ""),
+        )
+    if "server" in sel:
+        levels = bench.options.sessions
+        one = v("server.sessions_1.total_tokens_per_s")
+        worst = [v(f"server.sessions_{n}.total_tokens_per_s") for n in levels if n > 1]
+        measured = [w for w in worst if w is not None]
+        met = None if one is None or not measured else min(measured) >= one
+        bench.target(
+            "concurrency_throughput",
+            "concurrent sessions do not lower total throughput below one session's",
+            met,
+            ", ".join(
+                f"{n}: {fmt(v(f'server.sessions_{n}.total_tokens_per_s'), 1)} tok/s" for n in levels
+            ),
+            bench.details.get("cause.concurrency_throughput", ""),
+        )
+
+
+def results_payload(bench: Bench, files: dict[str, str] | None = None) -> dict[str, Any]:
+    """The JSON document: `results` (named figures with units), targets, notes, machine details."""
+    return {
+        "results": [
+            {"name": f.name, "value": f.value, "unit": f.unit, "label": f.label, "section": f.section}
+            for f in bench.figures
+        ],
+        "targets": [t.as_dict() for t in bench.targets],
+        "notes": bench.notes,
+        "details": _jsonable(bench.details),
+        "options": _jsonable(asdict(bench.options)),
+        "files": files or {},
+    }
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, float) and (math.isnan(value) or math.isinf(value)):
+        return None
+    return value
+
+
+def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
+    """(seconds, result) of one call."""
+    t0 = time.perf_counter()
+    result = fn()
+    return time.perf_counter() - t0, result
+
+
+def spread(values: Iterable[float]) -> str:
+    """'min-max' of a few values, for notes."""
+    vals = [v for v in values if v is not None]
+    return f"{fmt(min(vals))}-{fmt(max(vals))}" if vals else "n/a"
