@@ -22,6 +22,7 @@ from bot.conversations import ConversationStore
 from bot.errors import InputError
 from bot.knowledge import KnowledgeBase, KnowledgeSettings
 from bot.language import detect_language
+from bot.privacy import mask_payment_data, normalize_text
 from bot.router import CLARIFY_ROUTE, Decision, Router
 from bot.safety import sanitize_answer
 from bot.settings import BotSettings
@@ -123,13 +124,15 @@ class Bot:
 
     def clean_input(self, text: str, lang: Lang) -> str:
         """Normalise the customer's text; raise InputError (customer-facing) when it cannot be used."""
-        text = (text or "").strip()
+        limit = self.settings.max_input_chars
+        if len(text or "") > 4 * limit:  # refuse before doing any work on a flood
+            raise InputError(prompts.TOO_LONG[lang].format(n=len(text), limit=limit))
+        text = normalize_text(text or "")
         if not text:
             raise InputError(prompts.EMPTY_INPUT[lang])
-        limit = self.settings.max_input_chars
         if len(text) > limit:
             raise InputError(prompts.TOO_LONG[lang].format(n=len(text), limit=limit))
-        return text
+        return mask_payment_data(text)
 
     def request_human(self, conversation_id: str, lang: Lang | None = None) -> Reply:
         """The customer pressed "talk to a person": escalate without a question."""

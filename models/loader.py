@@ -143,10 +143,41 @@ def chat_formatter(llm: Any) -> Any:
         template=template, eos_token=eos, bos_token=bos, add_generation_prompt=True
     )
 
+    neutralize = control_token_filter(llm)
+
     def format_messages(messages: list[dict[str, str]]) -> str:
-        return str(formatter(messages=cast(Any, messages)).prompt)
+        # message text can never smuggle in the template's own control tokens (<|im_start|> ...)
+        clean = [{**m, "content": neutralize(m["content"])} for m in messages]
+        return str(formatter(messages=cast(Any, clean)).prompt)
 
     return format_messages
+
+
+def control_token_filter(llm: Any) -> Any:
+    """A function removing the texts of the vocabulary's control tokens (e.g. <|im_end|>) from a string."""
+    import re
+
+    import llama_cpp
+
+    vocab = llm._model.vocab
+    texts = set()
+    for token in range(llama_cpp.llama_vocab_n_tokens(vocab)):
+        attr = llama_cpp.llama_vocab_get_attr(vocab, token)
+        if attr & (llama_cpp.LLAMA_TOKEN_ATTR_CONTROL | llama_cpp.LLAMA_TOKEN_ATTR_USER_DEFINED):
+            text = llama_cpp.llama_vocab_get_text(vocab, token).decode("utf-8", "replace")
+            if len(text) > 1 and not text.isspace():
+                texts.add(text)
+    if not texts:
+        return lambda s: s
+    pattern = re.compile("|".join(re.escape(t) for t in sorted(texts, key=len, reverse=True)))
+
+    def neutralize(text: str) -> str:
+        previous = None
+        while previous != text:  # removing one token must not assemble another
+            previous, text = text, pattern.sub("", text)
+        return text
+
+    return neutralize
 
 
 def compile_grammar(source: str) -> Any:

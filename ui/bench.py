@@ -313,9 +313,7 @@ def judge_targets(bench: Bench) -> None:
             "concurrency_throughput",
             "concurrent sessions do not lower total throughput below one session's",
             met,
-            ", ".join(
-                f"{n}: {fmt(v(f'server.sessions_{n}.total_tokens_per_s'), 1)} tok/s" for n in levels
-            ),
+            ", ".join(f"{n}: {fmt(v(f'server.sessions_{n}.total_tokens_per_s'), 1)} tok/s" for n in levels),
             bench.details.get("cause.concurrency_throughput", ""),
         )
 

@@ -206,11 +206,15 @@ def decode(bench: Bench, shared: Shared) -> None:
         ]
 
         # (b) plain llama-cpp-python, separately loaded with identical settings
-        bench.progress(f"(b) plain llama-cpp-python create_chat_completion(stream=True), {opts.reps} runs ...")
+        bench.progress(
+            f"(b) plain llama-cpp-python create_chat_completion(stream=True), {opts.reps} runs ..."
+        )
         b = plain_chat_runs(bench, shared, model)
         bench.add("decode.llama_cpp_python.tokens_per_s", b["tps"], "tok/s", "llama-cpp-python: decode")
         bench.add("ttft.llama_cpp_python", _ms(b["ttft"]), "ms", "llama-cpp-python: time to first token")
-        bench.add("decode.llama_cpp_python.generated_tokens", b["tokens"], "tokens", "llama-cpp-python: tokens")
+        bench.add(
+            "decode.llama_cpp_python.generated_tokens", b["tokens"], "tokens", "llama-cpp-python: tokens"
+        )
 
         # (c) native llama.cpp
         bench.progress("(c) native llama-bench ...")
@@ -221,10 +225,22 @@ def decode(bench: Bench, shared: Shared) -> None:
 
         r_ab = ratio(a_tps, b["tps"])
         r_ac = ratio(a_tps, c_tps)
-        bench.add("decode.ratio.firstline_vs_llama_cpp_python", r_ab, "ratio", "decode firstline / llama-cpp-python")
+        bench.add(
+            "decode.ratio.firstline_vs_llama_cpp_python", r_ab, "ratio", "decode firstline / llama-cpp-python"
+        )
         bench.add("decode.ratio.firstline_vs_native", r_ac, "ratio", "decode firstline / native")
-        bench.add("decode.ratio.llama_cpp_python_vs_native", ratio(b["tps"], c_tps), "ratio", "decode llama-cpp-python / native")
-        bench.add("ttft.ratio.firstline_vs_llama_cpp_python", ratio(a_ttft, b["ttft"]), "ratio", "TTFT firstline / llama-cpp-python")
+        bench.add(
+            "decode.ratio.llama_cpp_python_vs_native",
+            ratio(b["tps"], c_tps),
+            "ratio",
+            "decode llama-cpp-python / native",
+        )
+        bench.add(
+            "ttft.ratio.firstline_vs_llama_cpp_python",
+            ratio(a_ttft, b["ttft"]),
+            "ratio",
+            "TTFT firstline / llama-cpp-python",
+        )
         bench.add("ttft.ratio.firstline_vs_native", ratio(a_ttft, c_ttft), "ratio", "TTFT firstline / native")  # fmt: skip
 
         # where a token's time goes
@@ -307,7 +323,9 @@ def per_token_breakdown(bench: Bench, shared: Shared, model: Any, n_prompt: int)
         sampler.sample(plain._ctx, -1)
     sample_ms = (time.perf_counter() - t0) / reps * 1000
     plain.reset()
-    bench.add("decode.breakdown.eval_ms", eval_ms, "ms/token", "llama-cpp-python eval() of one token, no sampling")
+    bench.add(
+        "decode.breakdown.eval_ms", eval_ms, "ms/token", "llama-cpp-python eval() of one token, no sampling"
+    )
     bench.add("decode.breakdown.sampling_ms", sample_ms, "ms/token", "llama.cpp sampler chain (penalties, top-k/p, min-p, temp)")  # fmt: skip
     return {"eval_ms": eval_ms, "sampling_ms": sample_ms}
 
@@ -321,7 +339,9 @@ def explain_decode(
 ) -> None:
     """Turn the per-token times into the causes of any gap (written into the report)."""
     per = {k: (1000.0 / v if v else None) for k, v in (("a", a_tps), ("b", b_tps), ("c", c_tps))}
-    bench.add("decode.breakdown.native_ms", per["c"], "ms/token", "native llama_decode per token (llama-bench)")
+    bench.add(
+        "decode.breakdown.native_ms", per["c"], "ms/token", "native llama_decode per token (llama-bench)"
+    )
     bench.add("decode.breakdown.llama_cpp_python_ms", per["b"], "ms/token", "llama-cpp-python streaming chat, per token")  # fmt: skip
     bench.add("decode.breakdown.firstline_ms", per["a"], "ms/token", "firstline full chat path, per token")
     eval_ms, sample_ms = parts.get("eval_ms"), parts.get("sampling_ms")
@@ -482,14 +502,18 @@ def accounting(bench: Bench, shared: Shared) -> None:
                     "clock_wall_s": clock.wall_s,
                     "request_wall_s": wall,
                     "latency_s": float(turn.row.get("latency_s") or 0.0),
-                    "error_pct": abs(compute - clock.inside_s) / clock.inside_s * 100 if clock.inside_s else None,
+                    "error_pct": abs(compute - clock.inside_s) / clock.inside_s * 100
+                    if clock.inside_s
+                    else None,
                 }
             )
         bench.details["accounting_runs"] = rows
         plain = [r for r in rows if not r["hold_s"]]
         held = [r for r in rows if r["hold_s"]]
         err = median([r["error_pct"] for r in plain if r["error_pct"] is not None])
-        bench.add("accounting.error_pct", err, "%", "|ledger compute_s - outside clock| / outside clock (median)")
+        bench.add(
+            "accounting.error_pct", err, "%", "|ledger compute_s - outside clock| / outside clock (median)"
+        )
         bench.add(
             "accounting.error_ms",
             median([abs(r["compute_s"] - r["clock_inside_s"]) * 1000 for r in plain]),

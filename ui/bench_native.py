@@ -90,7 +90,9 @@ def llama_bench_runs(bench: Bench, model: Any, n_prompt: int, n_gen: int) -> dic
     ngl = int(kw["n_gpu_layers"])
     reps = bench.options.reps
     full = not bench.options.quick
-    fa = "0,1" if full else "0"  # llama-cpp-python loads with flash attention off; llama-bench's default is auto
+    fa = (
+        "0,1" if full else "0"
+    )  # llama-cpp-python loads with flash attention off; llama-bench's default is auto
     common = [
         str(binary),
         "-m", str(model.path),
@@ -119,7 +121,10 @@ def llama_bench_runs(bench: Bench, model: Any, n_prompt: int, n_gen: int) -> dic
         "commands": [" ".join(common + extra) for extra in runs],
         "build_commit": records[0].get("build_commit") if records else None,
         "records": [
-            {k: r.get(k) for k in ("n_prompt", "n_gen", "n_depth", "n_threads", "flash_attn", "avg_ts", "samples_ts")}
+            {
+                k: r.get(k)
+                for k in ("n_prompt", "n_gen", "n_depth", "n_threads", "flash_attn", "avg_ts", "samples_ts")
+            }
             for r in records
         ],
     }
@@ -136,8 +141,12 @@ def llama_bench_runs(bench: Bench, model: Any, n_prompt: int, n_gen: int) -> dic
         tg_fa = tokens_per_s(pick(records, n_prompt=0, n_gen=n_gen, threads=threads, fa=True))
         pp_fa = tokens_per_s(pick(records, n_prompt=n_prompt, n_gen=0, threads=threads, fa=True))
         tg_1 = tokens_per_s(pick(records, n_prompt=0, n_gen=n_gen, threads=1)) if threads > 1 else None
-        bench.add("native.tg.flash_attn.tokens_per_s", tg_fa, "tok/s", "llama-bench decode, flash attention on")
-        bench.add("native.pp.flash_attn.tokens_per_s", pp_fa, "tok/s", "llama-bench prompt, flash attention on")
+        bench.add(
+            "native.tg.flash_attn.tokens_per_s", tg_fa, "tok/s", "llama-bench decode, flash attention on"
+        )
+        bench.add(
+            "native.pp.flash_attn.tokens_per_s", pp_fa, "tok/s", "llama-bench prompt, flash attention on"
+        )
         bench.add("native.tg.one_thread.tokens_per_s", tg_1, "tok/s", "llama-bench decode, 1 thread")
         out.update(tg_fa=tg_fa, pp_fa=pp_fa, tg_1=tg_1)
         if tg_fa and out["tg_tps"]:
@@ -205,7 +214,9 @@ def stream_binary() -> Path | None:
     out_dir.mkdir(parents=True, exist_ok=True)
     source.write_text(STREAM_C)
     proc = subprocess.run(
-        [cc, "-O3", "-march=native", "-fopenmp", str(source), "-o", str(binary)], capture_output=True, text=True
+        [cc, "-O3", "-march=native", "-fopenmp", str(source), "-o", str(binary)],
+        capture_output=True,
+        text=True,
     )
     return binary if proc.returncode == 0 else None
 
@@ -339,7 +350,9 @@ def limits(bench: Bench, shared: Shared) -> None:
     for t, rec in sorted(by.items()):
         for kernel in ("read", "copy", "triad"):
             if f"{kernel}_gbs" in rec:
-                bench.add(f"memory.{kernel}.threads_{t}", rec[f"{kernel}_gbs"], "GB/s", f"{kernel}, {t} thread(s)")
+                bench.add(
+                    f"memory.{kernel}.threads_{t}", rec[f"{kernel}_gbs"], "GB/s", f"{kernel}, {t} thread(s)"
+                )
     read_bw = by.get(threads, by[cores]).get("read_gbs")
 
     n_prompt = shared.prompt_tokens or 128
@@ -348,14 +361,20 @@ def limits(bench: Bench, shared: Shared) -> None:
     bench.details["bytes_per_token"] = b
     bench.add("model.tensor_bytes", b["tensor_bytes"] / 1e6, "MB", "sum of weight tensor sizes")
     bench.add("model.file_bytes", model.path.stat().st_size / 1e6, "MB", "GGUF file size")
-    bench.add("decode.bytes_per_token", b["total"] / 1e6, "MB/token", f"weights + KV cache at {depth:.0f} tokens")
+    bench.add(
+        "decode.bytes_per_token", b["total"] / 1e6, "MB/token", f"weights + KV cache at {depth:.0f} tokens"
+    )
     ceiling = read_bw * 1e9 / b["total"] if read_bw else None
     bench.add("limit.bandwidth.tokens_per_s", ceiling, "tok/s", "bandwidth-bound decode ceiling")
 
     native = bench.value("decode.native.tokens_per_s")
     ours = bench.value("decode.firstline.tokens_per_s")
-    bench.add("limit.native_vs_bandwidth", ratio(native, ceiling), "ratio", "native decode / bandwidth ceiling")
-    bench.add("limit.firstline_vs_bandwidth", ratio(ours, ceiling), "ratio", "firstline decode / bandwidth ceiling")
+    bench.add(
+        "limit.native_vs_bandwidth", ratio(native, ceiling), "ratio", "native decode / bandwidth ceiling"
+    )
+    bench.add(
+        "limit.firstline_vs_bandwidth", ratio(ours, ceiling), "ratio", "firstline decode / bandwidth ceiling"
+    )
 
     # compute: ~2 FLOPs per weight per token, plus attention over the context
     n_params = float(model.llama._model.n_params())
@@ -363,10 +382,14 @@ def limits(bench: Bench, shared: Shared) -> None:
     flops = 2 * n_params + attn
     bench.add("decode.flops_per_token", flops / 1e9, "GFLOP/token", "2 x parameters + attention")
     pp = bench.value("native.pp.tokens_per_s")
-    pp_flops = pp * (2 * n_params + 4 * b["n_layer"] * b["n_head"] * b["head_dim"] * n_prompt / 2) if pp else None
+    pp_flops = (
+        pp * (2 * n_params + 4 * b["n_layer"] * b["n_head"] * b["head_dim"] * n_prompt / 2) if pp else None
+    )
     bench.add("compute.prefill.gflops", pp_flops / 1e9 if pp_flops else None, "GFLOP/s", "achieved in batched prompt processing (native)")  # fmt: skip
     compute_ceiling = pp_flops / flops if pp_flops else None
-    bench.add("limit.compute.tokens_per_s", compute_ceiling, "tok/s", "compute ceiling at the prefill FLOP rate")
+    bench.add(
+        "limit.compute.tokens_per_s", compute_ceiling, "tok/s", "compute ceiling at the prefill FLOP rate"
+    )
     one = bench.value("native.tg.one_thread.tokens_per_s")
     lines = [
         f"Memory bandwidth ({bw['method']}): read {fmt(by[min(by)].get('read_gbs'), 1)} GB/s on 1 thread, "

@@ -228,5 +228,10 @@ def users_add(name: str, role: str, password_stdin: bool, data_dir: Path | None)
     click.echo(f"created {role} login {name!r}", err=True)
 
 
+from ui.cli_bench import bench  # noqa: E402
+
+main.add_command(bench)
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -132,9 +132,9 @@ class CloudPerSecond:
         return usage.compute_s * self.price_per_second + usage.requests * self.price_per_request
 
     def sql_terms(self) -> tuple[int, int, int]:
-        """(10^k, M, F) with cost_micros = round_half_even((micro_s * M + F) / 10^k), all integers."""
+        """(10^k, M, F) with cost_micros = round_half_even((micro_s * M + F) / 10^k), all integers, k >= 1."""
         fee_micros = self.price_per_request * MICROS
-        k = max(decimals(self.price_per_second), decimals(fee_micros))
+        k = max(1, decimals(self.price_per_second), decimals(fee_micros))
         scale = 10**k
         return scale, int(self.price_per_second * scale), int(fee_micros * scale)
 

@@ -85,7 +85,8 @@ GROUPS = {
 }
 PERCENTILE_SAMPLE = 100_000
 _TOTAL = "\x00total"
-_MICRO_S = "(CASE WHEN coalesce(compute_s, latency_s, 0) > 0 THEN CAST(coalesce(compute_s, latency_s) * 1000000 + 0.5 AS INTEGER) ELSE 0 END)"  # noqa: E501
+# whole microseconds of a row, as `usage.pricing.micro_seconds` computes them (interrupted: its latency)
+_MICRO_S = "max(0, CAST(coalesce(compute_s, latency_s, 0) * 1000000 + 0.5 AS INTEGER))"
 
 
 @dataclass(frozen=True)
@@ -286,14 +287,14 @@ def _sums(path: Path, by: str, since: datetime, until: datetime, profile: Profil
         aggregate = (
             "count(*), sum(status = 'error'), sum(status = 'interrupted'), sum(mu), total(prefill_s), "
             "total(decode_s), total(rt), total(prompt_tokens), total(completion_tokens), "
-            "sum(a / ? + (CASE WHEN 2 * (a % ?) > ? OR (2 * (a % ?) = ? AND (a / ?) % 2 = 1) THEN 1 ELSE 0 END))"
+            "sum((a + ?) / ? - (a % ? = ?))"  # round half to even: half up, minus one if exactly half and even
         )
         inner = (
             f"SELECT {{key}} status, {_MICRO_S} AS mu, {_MICRO_S} * ? + ? AS a, prefill_s, decode_s, "
             f"{retrieval} AS rt, prompt_tokens, completion_tokens FROM requests "
             f"WHERE +status IN {FINISHED} AND {{cond}} LIMIT -1"
         )
-        cost_args = [scale] * 6
+        cost_args = [scale // 2, scale, 2 * scale, scale // 2]
         period = [iso(since), iso(until)]
         out: list[Row] = []
         segments = _segments(db, by, since, until)

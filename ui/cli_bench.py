@@ -1,0 +1,108 @@
+"""`firstline bench`: the benchmark suite (see ui/bench.py); registered on the main command group."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from ui.cli import emit, friendly_errors, json_option
+
+
+@click.command()
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("bench-report"),
+    show_default=True,
+    help="Directory for report.md, report.json and bench.png.",
+)
+@click.option("--quick", is_flag=True, help="Smaller runs of every section (about two minutes).")
+@click.option(
+    "--only",
+    "only",
+    multiple=True,
+    type=click.Choice(["machine", "decode", "limits", "cache", "faq", "ledger", "server", "accounting"]),
+    help="Run only these sections (repeatable). Default: all.",
+)
+@click.option("--reps", type=click.IntRange(1, 50), default=None, help="Repetitions per timing (median).")
+@click.option(
+    "--tokens", "gen_tokens", type=click.IntRange(2, 2048), default=None, help="Tokens per decode run."
+)
+@click.option(
+    "--ledger-rows", type=click.IntRange(1), default=None, help="Ledger rows for the report timing."
+)
+@click.option(
+    "--sessions",
+    default=None,
+    help="Comma-separated concurrency levels for the server section (default 1,4,16; quick 1,4).",
+)
+@click.option(
+    "--llama-bench",
+    "llama_bench",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    envvar="FIRSTLINE_LLAMA_BENCH",
+    help="Native llama-bench binary. Default: the one scripts/build-llama-bench.sh built, else PATH.",
+)
+@click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Accepted for symmetry; the benchmark always works in fresh temporary databases.",
+)
+@json_option
+@friendly_errors
+def bench(
+    out_dir: Path,
+    quick: bool,
+    only: tuple[str, ...],
+    reps: int | None,
+    gen_tokens: int | None,
+    ledger_rows: int | None,
+    sessions: str | None,
+    llama_bench: Path | None,
+    data_dir: Path | None,
+    as_json: bool,
+) -> None:
+    """The benchmark suite: speed against native llama.cpp and the hardware's limits; writes a report."""
+    from ui.bench import SECTIONS, BenchOptions, fmt, results_payload, run_bench
+
+    levels = None
+    if sessions:
+        try:
+            levels = tuple(int(x) for x in sessions.split(",") if x.strip())
+        except ValueError as exc:
+            raise click.BadParameter(
+                "use comma-separated integers, e.g. 1,4,16", param_hint="--sessions"
+            ) from exc
+    options = BenchOptions.for_mode(
+        quick,
+        out_dir=out_dir,
+        sections=tuple(s for s in SECTIONS if not only or s in only),
+        reps=reps,
+        gen_tokens=gen_tokens,
+        ledger_rows=ledger_rows,
+        sessions=levels,
+        llama_bench=llama_bench,
+    )
+
+    def progress(message: str) -> None:
+        click.echo(f"bench: {message}", err=True)
+
+    result = run_bench(options, progress)
+    files = result.details.get("files", {})
+    if as_json:
+        emit(results_payload(result, files))
+        return
+    for fig in result.figures:
+        value = "n/a" if fig.value is None else fmt(fig.value, 3)
+        click.echo(f"{fig.name:55s} {value:>12s} {fig.unit}")
+    click.echo("")
+    for t in result.targets:
+        status = {True: "met", False: "MISSED", None: "not measured"}[t.met]
+        click.echo(f"target {t.name}: {status} ({t.measured}){' - ' + t.cause if t.cause else ''}")
+    click.echo(
+        f"\nreport: {files.get('markdown')}  json: {files.get('json')}  plot: {files.get('plot', 'none')}"
+    )
