@@ -92,8 +92,10 @@ class Bot:
         rid = self.ledger.start(conversation_id=conversation_id, route="model")
         try:
             decision = self.router.decide(text, lang, history)
-            if decision.ask_model and self.settings.ask_model_when_unsure and self._model_says_escalate(
-                conversation_id, text
+            if (
+                decision.ask_model
+                and self.settings.ask_model_when_unsure
+                and self._model_says_escalate(conversation_id, text)
             ):
                 decision = Decision("human", escalation.MODEL_DECISION, sources=decision.sources)
         except GeneratorExit:
@@ -111,9 +113,25 @@ class Bot:
             row = self.ledger.finish(rid, route="faq", measurement=measured)
             answer = decision.faq.answer
             self.store.add_message(
-                conversation_id, "assistant", answer, lang=lang, request_id=rid, route="faq", sources=decision.sources
+                conversation_id,
+                "assistant",
+                answer,
+                lang=lang,
+                request_id=rid,
+                route="faq",
+                sources=decision.sources,
             )
-            yield Reply(answer, "faq", conversation_id, rid, lang, decision.sources, None, row["compute_s"], "faq_match")
+            yield Reply(
+                answer,
+                "faq",
+                conversation_id,
+                rid,
+                lang,
+                decision.sources,
+                None,
+                row["compute_s"],
+                "faq_match",
+            )
         elif decision.kind == "clarify":
             row = self.ledger.finish(rid, route="faq", measurement=measured)
             answer = prompts.CLARIFY[lang]
@@ -170,7 +188,13 @@ class Bot:
     ) -> Reply:
         # the ticket's transcript is the history plus this message (already stored as a message row)
         ticket = self.tickets.open(
-            conversation_id, reason=reason, lang=lang, history=history, text=text, sources=sources, notice=None
+            conversation_id,
+            reason=reason,
+            lang=lang,
+            history=history,
+            text=text,
+            sources=sources,
+            notice=None,
         )
         notice = prompts.HANDOVER[lang].format(ticket=ticket.id)
         self.store.add_message(conversation_id, "assistant", notice, lang=lang, request_id=rid, route="human")
@@ -190,12 +214,20 @@ class Bot:
             return True  # when in doubt and the model fails, a human decides
         escalate = verdict.startswith("escalate")
         self.ledger.finish(
-            rid, route="human" if escalate else "model", measurement=_measure([gen.usage] if gen.usage else [])
+            rid,
+            route="human" if escalate else "model",
+            measurement=_measure([gen.usage] if gen.usage else []),
         )
         return escalate
 
     def _answer_with_model(
-        self, conversation_id: str, rid: str, text: str, lang: Lang, history: list[Message], decision: Decision
+        self,
+        conversation_id: str,
+        rid: str,
+        text: str,
+        lang: Lang,
+        history: list[Message],
+        decision: Decision,
     ) -> Iterator[Delta | Reply]:
         sources = decision.sources
         context = [_passage(i + 1, s) for i, s in enumerate(sources)] if self.knowledge is not None else None
@@ -230,7 +262,11 @@ class Bot:
         if failure is not None:
             log.warning("model failed for conversation %s: %s", conversation_id, failure)
             self.ledger.finish(
-                rid, status="error", route="human", measurement=_measure(usages, decision.retrieval_s), error=failure[:500]
+                rid,
+                status="error",
+                route="human",
+                measurement=_measure(usages, decision.retrieval_s),
+                error=failure[:500],
             )
             if pieces:
                 self.store.add_message(conversation_id, "assistant", "".join(pieces), lang=lang, request_id=rid,

@@ -144,6 +144,4 @@ class ConversationStore(Store):
     def message_rows(self, conversation_id: str) -> list[dict[str, Any]]:
         """Raw message rows (with sources JSON), oldest first."""
         with self.read() as db:
-            return list(
-                db.query("SELECT * FROM messages WHERE conversation_id = ? ORDER BY id", [conversation_id])
-            )
+            return list(db.query("SELECT * FROM messages WHERE conversation_id = ? ORDER BY id", [conversation_id]))

@@ -64,7 +64,10 @@ CLARIFY = {
     ),
 }
 HANDOVER = {
-    "en": "I am passing you on to a colleague from our support team, who will reply here. Your ticket number is {ticket}.",
+    "en": (
+        "I am passing you on to a colleague from our support team, who will reply here. "
+        "Your ticket number is {ticket}."
+    ),
     "de": (
         "Ich gebe Sie an einen Kollegen aus unserem Support-Team weiter, der Ihnen hier antwortet. "
         "Ihre Ticketnummer ist {ticket}."

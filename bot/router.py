@@ -69,9 +69,7 @@ class Router:
         if not relevant:
             if _asked_to_clarify(history):
                 return Decision("human", escalation.NO_KB_MATCH, sources=sources, retrieval_s=elapsed)
-            return Decision(
-                "clarify", "no_kb_match_first", sources=(), ask_model=signal.unsure, retrieval_s=elapsed
-            )
+            return Decision("clarify", "no_kb_match_first", sources=(), ask_model=signal.unsure, retrieval_s=elapsed)
         return Decision("model", "kb_answer", sources=relevant, ask_model=signal.unsure, retrieval_s=elapsed)
 
 

@@ -25,9 +25,7 @@ class BotSettings(BaseSettings):
         description="Directory holding the SQLite database (firstline.db) and other state.",
     )
     company_name: str = Field("Lumenet", description="Company name used in the bot's system prompt.")
-    default_language: str = Field(
-        "en", pattern="^(en|de)$", description="Language when it cannot be detected."
-    )
+    default_language: str = Field("en", pattern="^(en|de)$", description="Language when it cannot be detected.")
     max_input_chars: int = Field(2000, ge=10, description="Longest customer message accepted, in characters.")
     history_messages: int = Field(
         20, ge=0, description="Most recent messages loaded as history (then trimmed to fit the context)."
@@ -47,7 +45,9 @@ class BotSettings(BaseSettings):
         60.0, gt=0, description="An answer taking longer than this is stopped and the conversation escalated."
     )
     unclaimed_notice_s: float = Field(
-        300.0, ge=0, description="After this many seconds unclaimed, the customer is told how the team will reply."
+        300.0,
+        ge=0,
+        description="After this many seconds unclaimed, the customer is told how the team will reply.",
     )
     ask_model_when_unsure: bool = Field(
         True, description="Ask the model (grammar-constrained) when the cheap escalation signals are unsure."

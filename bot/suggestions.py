@@ -86,7 +86,12 @@ class SuggestionStore(Store):
         with self.write() as db:
             db.table("faq_suggestions").update(
                 suggestion_id,
-                {"status": "approved", "reviewed_by": reviewer, "reviewed_at": iso(utcnow()), "faq_path": source.path},
+                {
+                    "status": "approved",
+                    "reviewed_by": reviewer,
+                    "reviewed_at": iso(utcnow()),
+                    "faq_path": source.path,
+                },
             )
         return source.path
 

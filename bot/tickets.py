@@ -9,6 +9,7 @@ to the bot.
 
 from __future__ import annotations
 
+import builtins
 import json
 import secrets
 from dataclasses import dataclass
@@ -68,8 +69,7 @@ def m001_tickets(db: Database) -> None:
         not_null={"conversation_id", "status", "reason", "created_at"},
     )
     db.execute(
-        "CREATE UNIQUE INDEX tickets_one_active_per_conversation ON tickets(conversation_id) "
-        "WHERE status != 'resolved'"
+        "CREATE UNIQUE INDEX tickets_one_active_per_conversation ON tickets(conversation_id) WHERE status != 'resolved'"
     )
     db.table("tickets").create_index(["status", "created_at"])
     db.table("ticket_events").create(
@@ -184,7 +184,10 @@ class TicketStore(Store):
                 }
             )
             self._event(db, tid, "opened", "bot", reason)
-            db.execute("UPDATE conversations SET status = 'human', updated_at = ? WHERE id = ?", [now, conversation_id])
+            db.execute(
+                "UPDATE conversations SET status = 'human', updated_at = ? WHERE id = ?",
+                [now, conversation_id],
+            )
             if notice:
                 self.conversations.add_message(conversation_id, "assistant", notice, lang=lang, route="human")
             row = self._row(db, tid)
@@ -218,7 +221,8 @@ class TicketStore(Store):
             if row["status"] == "open":
                 now = iso(utcnow())
                 db.table("tickets").update(
-                    ticket_id, {"status": "claimed", "claimed_by": staff, "claimed_at": now, "updated_at": now}
+                    ticket_id,
+                    {"status": "claimed", "claimed_by": staff, "claimed_at": now, "updated_at": now},
                 )
                 self._event(db, ticket_id, "claimed", staff, None)
             self.conversations.add_message(row["conversation_id"], "staff", text, lang=row["lang"], route="human")
@@ -241,7 +245,8 @@ class TicketStore(Store):
             db.table("tickets").update(ticket_id, {"status": "resolved", "resolved_at": now, "updated_at": now})
             self._event(db, ticket_id, "resolved", staff, None)
             db.execute(
-                "UPDATE conversations SET status = 'bot', updated_at = ? WHERE id = ?", [now, row["conversation_id"]]
+                "UPDATE conversations SET status = 'bot', updated_at = ? WHERE id = ?",
+                [now, row["conversation_id"]],
             )
             if notice:
                 self.conversations.add_message(row["conversation_id"], "system", notice, lang=row["lang"])
@@ -260,7 +265,8 @@ class TicketStore(Store):
             )
             self._event(db, ticket_id, "reopened", staff, None)
             db.execute(
-                "UPDATE conversations SET status = 'human', updated_at = ? WHERE id = ?", [now, row["conversation_id"]]
+                "UPDATE conversations SET status = 'human', updated_at = ? WHERE id = ?",
+                [now, row["conversation_id"]],
             )
 
     # -- customer side -----------------------------------------------------------------------------
@@ -332,7 +338,7 @@ class TicketStore(Store):
         out.update({r[0]: r[1] for r in rows})
         return out
 
-    def events(self, ticket_id: str) -> list[dict[str, Any]]:
+    def events(self, ticket_id: str) -> builtins.list[dict[str, Any]]:
         with self.read() as db:
             return list(db.query("SELECT * FROM ticket_events WHERE ticket_id = ? ORDER BY id", [ticket_id]))
 
@@ -345,9 +351,7 @@ class TicketStore(Store):
 
     def _active_row(self, db: Database, conversation_id: str) -> dict[str, Any] | None:
         rows = list(
-            db.query(
-                "SELECT * FROM tickets WHERE conversation_id = ? AND status != 'resolved'", [conversation_id]
-            )
+            db.query("SELECT * FROM tickets WHERE conversation_id = ? AND status != 'resolved'", [conversation_id])
         )
         return rows[0] if rows else None
 

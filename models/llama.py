@@ -190,9 +190,7 @@ class _LlamaGeneration(Generation):
                 n_prompt = len(tokens)
                 room = owner.n_ctx - n_prompt
                 if room < 1:
-                    raise ContextOverflowError(
-                        f"prompt of {n_prompt} tokens does not fit the context of {owner.n_ctx}"
-                    )
+                    raise ContextOverflowError(f"prompt of {n_prompt} tokens does not fit the context of {owner.n_ctx}")
                 limit = min(max_tokens or s.max_tokens, room)
                 cached = owner._reuse_prefix(tokens)
                 llm.set_seed(s.seed)

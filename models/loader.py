@@ -139,9 +139,7 @@ def chat_formatter(llm: Any) -> Any:
     eos_id, bos_id = llm.token_eos(), llm.token_bos()
     eos = llm._model.token_get_text(eos_id) if eos_id != -1 else ""
     bos = llm._model.token_get_text(bos_id) if bos_id != -1 else ""
-    formatter = Jinja2ChatFormatter(
-        template=template, eos_token=eos, bos_token=bos, add_generation_prompt=True
-    )
+    formatter = Jinja2ChatFormatter(template=template, eos_token=eos, bos_token=bos, add_generation_prompt=True)
 
     neutralize = control_token_filter(llm)
 
@@ -208,15 +206,11 @@ def token_bytes(llm: Any, token: int) -> bytes:
 
         size = 64
         buf = ctypes.create_string_buffer(size)
-        n = llama_cpp.llama_token_to_piece(
-            llm._model.vocab, llama_cpp.llama_token(token), buf, size, 0, False
-        )
+        n = llama_cpp.llama_token_to_piece(llm._model.vocab, llama_cpp.llama_token(token), buf, size, 0, False)
         if n < 0:  # piece longer than the buffer
             size = -n
             buf = ctypes.create_string_buffer(size)
-            n = llama_cpp.llama_token_to_piece(
-                llm._model.vocab, llama_cpp.llama_token(token), buf, size, 0, False
-            )
+            n = llama_cpp.llama_token_to_piece(llm._model.vocab, llama_cpp.llama_token(token), buf, size, 0, False)
         piece = buf.raw[: max(n, 0)]
         _PIECES[key] = piece
     return piece

@@ -75,8 +75,7 @@ class StateCache:
         """True when an entry already holds these tokens (or a continuation of them)."""
         query = np.asarray(tokens, dtype=np.intc)
         return any(
-            len(toks) >= len(query) and common_prefix(toks, query) == len(query)
-            for toks, _ in self._entries.values()
+            len(toks) >= len(query) and common_prefix(toks, query) == len(query) for toks, _ in self._entries.values()
         )
 
     def put(self, tokens: Sequence[int] | npt.NDArray[np.intc], state: bytearray) -> bool:

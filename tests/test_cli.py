@@ -15,9 +15,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def run_cli(
-    *args: str, env: dict[str, str] | None = None, timeout: float = 120
-) -> subprocess.CompletedProcess[str]:
+def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "ui.cli", *args],
         cwd=ROOT,
@@ -30,9 +28,7 @@ def run_cli(
 
 @pytest.mark.real_model
 def test_ask_json_runs_the_full_path_and_writes_a_completed_ledger_row(data_dir: Path) -> None:
-    res = run_cli(
-        "ask", "Wie kann ich mein Passwort zurücksetzen?", "--json", env={"FIRSTLINE_MAX_TOKENS": "32"}
-    )
+    res = run_cli("ask", "Wie kann ich mein Passwort zurücksetzen?", "--json", env={"FIRSTLINE_MAX_TOKENS": "32"})
     assert res.returncode == 0, res.stderr
     payload = json.loads(res.stdout)  # exactly one JSON document on stdout
     for key in ("answer", "route", "sources", "ticket_id", "request_id", "conversation_id", "compute_s"):
@@ -47,9 +43,7 @@ def test_ask_json_runs_the_full_path_and_writes_a_completed_ledger_row(data_dir:
     ).fetchone()
     assert (status, conv) == ("completed", payload["conversation_id"]) and compute_s > 0
     # a second turn in the same conversation
-    res2 = run_cli(
-        "ask", "Danke! Und meine E-Mail-Adresse?", "--conversation", payload["conversation_id"], "--json"
-    )
+    res2 = run_cli("ask", "Danke! Und meine E-Mail-Adresse?", "--conversation", payload["conversation_id"], "--json")
     assert res2.returncode == 0, res2.stderr
     n = conn.execute("SELECT count(*) FROM messages WHERE conversation_id = ?", [payload["conversation_id"]])
     assert n.fetchone()[0] == 4

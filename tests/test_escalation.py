@@ -132,7 +132,9 @@ def rows(data_dir: Path, sql: str) -> list[tuple[object, ...]]:
         conn.close()
 
 
-def test_escalation_opens_a_ticket_with_everything_staff_need(kb_bot: tuple[Bot, ScriptedChatModel], data_dir: Path) -> None:
+def test_escalation_opens_a_ticket_with_everything_staff_need(
+    kb_bot: tuple[Bot, ScriptedChatModel], data_dir: Path
+) -> None:
     bot, model = kb_bot
     reply = bot.handle_message("c1", "Someone hacked my account and changed my e-mail!")
     assert reply.route == "human" and reply.ticket_id and reply.ticket_id in reply.text
@@ -147,7 +149,9 @@ def test_escalation_opens_a_ticket_with_everything_staff_need(kb_bot: tuple[Bot,
     assert rows(data_dir, "SELECT route, status FROM requests") == [("human", "completed")]
 
 
-def test_while_staff_own_the_conversation_the_bot_is_silent(kb_bot: tuple[Bot, ScriptedChatModel], data_dir: Path) -> None:
+def test_while_staff_own_the_conversation_the_bot_is_silent(
+    kb_bot: tuple[Bot, ScriptedChatModel], data_dir: Path
+) -> None:
     bot, model = kb_bot
     first = bot.handle_message("c1", "I want to speak to a person")
     second = bot.handle_message("c1", "How do I reset my password?")
@@ -168,7 +172,9 @@ def test_while_staff_own_the_conversation_the_bot_is_silent(kb_bot: tuple[Bot, S
     assert roles == ["user", "assistant", "user", "staff", "system", "user", "assistant"]
 
 
-def test_nothing_relevant_after_one_clarifying_question_escalates(kb_bot: tuple[Bot, ScriptedChatModel]) -> None:
+def test_nothing_relevant_after_one_clarifying_question_escalates(
+    kb_bot: tuple[Bot, ScriptedChatModel],
+) -> None:
     bot, model = kb_bot
     first = bot.handle_message("c1", "Wie funktioniert die Quantenverschränkung bei Photonen?")
     assert first.route == "faq" and first.reason == "clarify" and first.ticket_id is None

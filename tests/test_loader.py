@@ -46,9 +46,7 @@ def _bad_files(tmp: Path) -> dict[str, tuple[Path, str | None]]:
     }
 
 
-@pytest.mark.parametrize(
-    "case", ["not found", "empty", "bad header", "directory", "checksum mismatch", "not readable"]
-)
+@pytest.mark.parametrize("case", ["not found", "empty", "bad header", "directory", "checksum mismatch", "not readable"])
 def test_bad_model_files_are_explained_in_one_line(tmp_path: Path, case: str) -> None:
     path, sha = _bad_files(tmp_path)[case]
     if case == "not readable" and os.geteuid() == 0:

@@ -19,9 +19,7 @@ def last_text(history: list[dict[str, Any]]) -> str:
     return str(content)
 
 
-def test_chat_over_http_with_separate_sessions(
-    live_server_factory: Callable[..., Any], data_dir: Path
-) -> None:
+def test_chat_over_http_with_separate_sessions(live_server_factory: Callable[..., Any], data_dir: Path) -> None:
     server = live_server_factory("scripted")
     assert httpx.get(server.url + "/", follow_redirects=False).status_code in (302, 307)
     a = Client(server.url + "/chat/", verbose=False)
@@ -48,9 +46,7 @@ def test_real_model_chat_over_http(live_server_factory: Callable[..., Any], data
     _, history = client.predict("How can I reset my password?", [], "auto", api_name="/chat")
     assert len(last_text(history).strip()) > 0
     conn = sqlite3.connect(data_dir / "firstline.db")
-    row = conn.execute(
-        "SELECT status, compute_s, device FROM requests ORDER BY started_at DESC LIMIT 1"
-    ).fetchone()
+    row = conn.execute("SELECT status, compute_s, device FROM requests ORDER BY started_at DESC LIMIT 1").fetchone()
     conn.close()
     assert row[0] == "completed" and row[1] > 0 and row[2] == "CPU"
 

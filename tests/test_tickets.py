@@ -44,7 +44,9 @@ def test_open_writes_ticket_event_and_handover_together(store: TicketStore, data
     assert store.conversations.get("c1")["status"] == "human"  # type: ignore[index]
 
 
-def test_a_failed_open_leaves_nothing_behind(store: TicketStore, data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_failed_open_leaves_nothing_behind(
+    store: TicketStore, data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     def boom(*a: object, **k: object) -> None:
         raise RuntimeError("disk on fire")
 

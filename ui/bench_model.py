@@ -200,7 +200,6 @@ def decode(bench: Bench, shared: Shared) -> None:
         bench.add("decode.firstline.generated_tokens", a_tokens, "tokens", "firstline: tokens generated")
         bench.add("decode.firstline.tokens_per_s", a_tps, "tok/s", "firstline full chat path: decode")
         bench.add("ttft.firstline", _ms(a_ttft), "ms", "firstline full chat path: time to first token")
-        shared.details_turns = turns  # type: ignore[attr-defined]
         bench.details["decode_runs"] = [
             {"ttft_ms": _ms(t.ttft_s), "tokens": t.tokens, "tok_s": t.decode_tps} for t in turns
         ]
@@ -241,7 +240,7 @@ def decode(bench: Bench, shared: Shared) -> None:
             "ratio",
             "TTFT firstline / llama-cpp-python",
         )
-        bench.add("ttft.ratio.firstline_vs_native", ratio(a_ttft, c_ttft), "ratio", "TTFT firstline / native")  # fmt: skip
+        bench.add("ttft.ratio.firstline_vs_native", ratio(a_ttft, c_ttft), "ratio", "TTFT firstline / native")
 
         # where a token's time goes
         parts = per_token_breakdown(bench, shared, model, n_prompt)
@@ -326,7 +325,8 @@ def per_token_breakdown(bench: Bench, shared: Shared, model: Any, n_prompt: int)
     bench.add(
         "decode.breakdown.eval_ms", eval_ms, "ms/token", "llama-cpp-python eval() of one token, no sampling"
     )
-    bench.add("decode.breakdown.sampling_ms", sample_ms, "ms/token", "llama.cpp sampler chain (penalties, top-k/p, min-p, temp)")  # fmt: skip
+    chain = "llama.cpp sampler chain (penalties, top-k/p, min-p, temp)"
+    bench.add("decode.breakdown.sampling_ms", sample_ms, "ms/token", chain)
     return {"eval_ms": eval_ms, "sampling_ms": sample_ms}
 
 
@@ -342,7 +342,8 @@ def explain_decode(
     bench.add(
         "decode.breakdown.native_ms", per["c"], "ms/token", "native llama_decode per token (llama-bench)"
     )
-    bench.add("decode.breakdown.llama_cpp_python_ms", per["b"], "ms/token", "llama-cpp-python streaming chat, per token")  # fmt: skip
+    label = "llama-cpp-python streaming chat, per token"
+    bench.add("decode.breakdown.llama_cpp_python_ms", per["b"], "ms/token", label)
     bench.add("decode.breakdown.firstline_ms", per["a"], "ms/token", "firstline full chat path, per token")
     eval_ms, sample_ms = parts.get("eval_ms"), parts.get("sampling_ms")
     lines = []
@@ -373,7 +374,8 @@ def explain_decode(
     r_native = ratio(a_tps, c_tps)
     if r_native is not None and r_native < 0.85 and per["c"] and eval_ms and sample_ms is not None:
         bench.details["cause.decode_vs_native"] = (
-            f"llama-bench measures bare llama_decode ({fmt(per['c'], 3)} ms/token); a chat answer also samples "
+            f"llama-bench measures bare llama_decode ({fmt(per['c'], 3)} ms/token); a chat answer also "
+            f"samples "
             f"({fmt(sample_ms, 3)} ms/token) and crosses the Python binding ({fmt(eval_ms - per['c'], 3)} "
             f"ms/token)"
         )
@@ -482,7 +484,7 @@ def accounting(bench: Bench, shared: Shared) -> None:
     services.bot.max_tokens = min(64, bench.options.gen_tokens)
     n = max(3, bench.options.reps)
     try:
-        rows = []
+        rows: list[dict[str, Any]] = []
         for i, hold in enumerate([0.0] * n + [0.005] * 2):
 
             def hold_piece(hold: float = hold) -> None:
@@ -528,7 +530,7 @@ def accounting(bench: Bench, shared: Shared) -> None:
         )
         bench.add(
             "accounting.slow_consumer.wall_vs_compute",
-            median([ratio(r["clock_wall_s"], r["compute_s"]) for r in held]),
+            median([x for r in held if (x := ratio(r["clock_wall_s"], r["compute_s"])) is not None]),
             "ratio",
             "generation wall clock / billed compute with the slow consumer",
         )

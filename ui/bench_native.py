@@ -168,7 +168,11 @@ STREAM_C = r"""
 #include <stdlib.h>
 #include <time.h>
 #include <omp.h>
-static double now(void) { struct timespec t; clock_gettime(CLOCK_MONOTONIC, &t); return t.tv_sec + t.tv_nsec * 1e-9; }
+static double now(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return t.tv_sec + t.tv_nsec * 1e-9;
+}
 int main(int argc, char **argv) {
     size_t n = argc > 1 ? strtoull(argv[1], 0, 10) : (1u << 25);
     int reps = argc > 2 ? atoi(argv[2]) : 8;
@@ -194,7 +198,8 @@ int main(int argc, char **argv) {
         t = now() - t; if (t < rd) rd = t;
         sink += s;
     }
-    printf("{\"threads\": %d, \"n\": %zu, \"copy_gbs\": %.3f, \"triad_gbs\": %.3f, \"read_gbs\": %.3f, \"sink\": %.1f}\n",
+    printf("{\"threads\": %d, \"n\": %zu, \"copy_gbs\": %.3f, \"triad_gbs\": %.3f, "
+           "\"read_gbs\": %.3f, \"sink\": %.1f}\n",
            omp_get_max_threads(), n, 16.0 * n / copy / 1e9, 24.0 * n / triad / 1e9, 8.0 * n / rd / 1e9, sink);
     return 0;
 }
@@ -385,7 +390,8 @@ def limits(bench: Bench, shared: Shared) -> None:
     pp_flops = (
         pp * (2 * n_params + 4 * b["n_layer"] * b["n_head"] * b["head_dim"] * n_prompt / 2) if pp else None
     )
-    bench.add("compute.prefill.gflops", pp_flops / 1e9 if pp_flops else None, "GFLOP/s", "achieved in batched prompt processing (native)")  # fmt: skip
+    gflops = pp_flops / 1e9 if pp_flops else None
+    bench.add("compute.prefill.gflops", gflops, "GFLOP/s", "achieved in batched prompt processing (native)")
     compute_ceiling = pp_flops / flops if pp_flops else None
     bench.add(
         "limit.compute.tokens_per_s", compute_ceiling, "tok/s", "compute ceiling at the prefill FLOP rate"
@@ -398,12 +404,14 @@ def limits(bench: Bench, shared: Shared) -> None:
         f"One decode step reads {fmt(b['weights_read'] / 1e6, 1)} MB of weights "
         f"({'tied embeddings: the token embedding table is also the output projection, so all tensors are read' if b['tied_embeddings'] else 'all tensors except the input embedding table'}) "  # noqa: E501
         f"plus {fmt(b['kv_read'] / 1e6, 1)} MB of KV cache at {depth:.0f} tokens "
-        f"({fmt(b['kv_bytes_per_position'] / 1e3, 1)} KB per position) = {fmt(b['total'] / 1e6, 1)} MB/token, "
+        f"({fmt(b['kv_bytes_per_position'] / 1e3, 1)} KB per position) = {fmt(b['total'] / 1e6, 1)} "
+        f"MB/token, "
         f"so {fmt(read_bw, 1)} GB/s caps decode at {fmt(ceiling, 0)} tok/s.",
     ]
     if native and ceiling:
         lines.append(
-            f"Native decode reaches {fmt(native, 1)} tok/s = {fmt(100 * native / ceiling, 0)}% of that ceiling "
+            f"Native decode reaches {fmt(native, 1)} tok/s = {fmt(100 * native / ceiling, 0)}% of that "
+            f"ceiling "
             f"({fmt(1000 / native, 2)} ms/token against {fmt(1000 / ceiling, 2)} ms of pure memory traffic)."
         )
     if pp_flops and compute_ceiling:

@@ -72,13 +72,15 @@ def markdown(bench: Bench, plot_name: str | None) -> str:
         sampling = ", ".join(f"{k}={v}" for k, v in model.get("sampling", {}).items())
         lines.append(
             f"- **Model**: {model.get('model_id')} ({model.get('file_bytes', 0) / 1e6:.1f} MB, "
-            f"{model.get('n_params', 0) / 1e6:.0f}M parameters) on {model.get('device')}; n_ctx={model.get('n_ctx')}, "
+            f"{model.get('n_params', 0) / 1e6:.0f}M parameters) on {model.get('device')}; "
+            f"n_ctx={model.get('n_ctx')}, "
             f"n_threads={model.get('n_threads')}, n_batch={model.get('n_batch')}, "
             f"n_gpu_layers={model.get('n_gpu_layers')}; sampling {sampling}"
         )
     if m:
         lines.append(
-            f"- **Versions**: firstline {m.get('firstline')} (commit {m.get('git_commit')}), llama-cpp-python "
+            f"- **Versions**: firstline {m.get('firstline')} (commit {m.get('git_commit')}), "
+            f"llama-cpp-python "
             f"{m.get('llama_cpp_python')}, gradio {m.get('gradio')}, Python {m.get('python')}"
         )
     lb = d.get("llama_bench")
@@ -127,7 +129,7 @@ def _load(values: Any) -> str:
 
 
 def write_plot(bench: Bench, path: Path) -> bool:
-    """A 2x2 figure: decode speeds, time to first token, concurrency, small latencies. False without matplotlib."""
+    """A 2x2 figure: decode, time to first token, concurrency, small latencies (False: no matplotlib)."""
     try:
         import matplotlib
 

@@ -224,7 +224,8 @@ def concurrency(bench: Bench, shared: Shared) -> None:
     bench.note(
         "One model serves every session (llama.cpp contexts are not thread-safe): requests queue for it, so "
         "concurrency cannot add decode throughput; it can only fill the gaps a single session leaves "
-        f"(network, Gradio, prompt building). With one session the model computed {fmt(busy1 and busy1 * 100, 0)}% "
+        f"(network, Gradio, prompt building). With one session the model computed "
+        f"{fmt(busy1 and busy1 * 100, 0)}% "
         f"of the wall time. The clients run in the benchmark process on the same "
         f"{os.cpu_count()} cores as the server, so they compete with llama.cpp's threads."
     )

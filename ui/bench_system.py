@@ -96,7 +96,8 @@ def machine(bench: Bench, shared: Shared) -> None:
     bench.add("machine.load_1min", info["load_avg"][0], "load", "1-minute load average at start")
     if info["load_avg"][0] > 0.5 * (info["cores"] or 1):
         bench.note(
-            f"The machine was busy when the run started (load {info['load_avg'][0]} on {info['cores']} cores): "
+            f"The machine was busy when the run started (load {info['load_avg'][0]} on {info['cores']} "
+            f"cores): "
             f"other processes compete for the cores, and llama.cpp's threads wait for each other at every "
             f"graph node, so every timing is lower than on an idle machine."
         )
@@ -306,7 +307,7 @@ def report_timing(bench: Bench) -> None:
 
 
 # -- FAQ fast path --------------------------------------------------------------------------------------
-def faq_questions() -> list[tuple[str, str]]:
+def faq_questions() -> list[tuple[str, Any]]:
     """(question, lang) of the demo knowledge base's FAQ."""
     path = ROOT / "bot" / "demo_kb" / "faq" / "faq.jsonl"
     out = []
@@ -335,7 +336,7 @@ def faq(bench: Bench, shared: Shared) -> None:
     data = bench.workspace("faq")
     services = build_services(data, model=fake)
     try:
-        kb = getattr(services, "knowledge", None) or getattr(services.bot, "knowledge", None)
+        kb: Any = getattr(services, "knowledge", None) or getattr(services.bot, "knowledge", None)
         own_kb = kb is None
         if own_kb:
             kb = KnowledgeBase(services.bot_settings.database_path)

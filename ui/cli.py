@@ -66,9 +66,7 @@ def emit(payload: dict[str, Any]) -> None:
 def main(verbose: int) -> None:
     """firstline: a self-hosted first-level support chatbot with a compute-cost ledger."""
     level = logging.WARNING - 10 * min(verbose, 2)
-    logging.basicConfig(
-        level=level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    logging.basicConfig(level=level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 
 def preflight_model() -> None:
@@ -109,15 +107,11 @@ def serve(host: str | None, port: int | None, data_dir: Path | None) -> None:
 @main.command()
 @click.argument("text")
 @click.option("--conversation", "conversation_id", default=None, help="Continue this conversation id.")
-@click.option(
-    "--lang", type=click.Choice(["de", "en"]), default=None, help="Answer language (default: detect)."
-)
+@click.option("--lang", type=click.Choice(["de", "en"]), default=None, help="Answer language (default: detect).")
 @data_dir_option
 @json_option
 @friendly_errors
-def ask(
-    text: str, conversation_id: str | None, lang: str | None, data_dir: Path | None, as_json: bool
-) -> None:
+def ask(text: str, conversation_id: str | None, lang: str | None, data_dir: Path | None, as_json: bool) -> None:
     """One customer turn through the full path (routing, knowledge base, model, escalation, ledger)."""
     from bot.conversations import check_conversation_id, new_conversation_id
     from ui.services import build_services
@@ -131,9 +125,7 @@ def ask(
     payload = {
         "answer": reply.text,
         "route": reply.route,
-        "sources": [
-            {"title": s.title, "path": s.path, "score": s.score, "url": s.url} for s in reply.sources
-        ],
+        "sources": [{"title": s.title, "path": s.path, "score": s.score, "url": s.url} for s in reply.sources],
         "ticket_id": reply.ticket_id,
         "request_id": reply.request_id,
         "conversation_id": reply.conversation_id,
@@ -194,7 +186,8 @@ def tickets_list(status: str | None, data_dir: Path | None, as_json: bool) -> No
     if not payload:
         click.echo("no tickets")
     for t in payload:
-        click.echo(f"{t['id']}  {t['status']:<8} {t['created_at'][:19]}  {t['reason']:<32} {t['conversation_id']}")
+        created = str(t["created_at"])[:19]
+        click.echo(f"{t['id']}  {t['status']:<8} {created}  {t['reason']:<32} {t['conversation_id']}")
 
 
 @main.group()

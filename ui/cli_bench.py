@@ -1,12 +1,30 @@
-"""`firstline bench`: the benchmark suite (see ui/bench.py); registered on the main command group."""
+"""`firstline bench`: the benchmark suite (see ui/bench.py); registered on the main command group.
+
+This module does not import ui.cli at import time: ui.cli imports it at its end, and under
+`python -m ui.cli` an import back into ui.cli would load a second, half-initialised copy.
+"""
 
 from __future__ import annotations
 
+import functools
+import json
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import click
 
-from ui.cli import emit, friendly_errors, json_option
+
+def _friendly_errors(func: Callable[..., Any]) -> Callable[..., Any]:
+    """ui.cli.friendly_errors, looked up when the command runs."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from ui.cli import friendly_errors
+
+        return friendly_errors(func)(*args, **kwargs)
+
+    return wrapper
 
 
 @click.command()
@@ -27,12 +45,8 @@ from ui.cli import emit, friendly_errors, json_option
     help="Run only these sections (repeatable). Default: all.",
 )
 @click.option("--reps", type=click.IntRange(1, 50), default=None, help="Repetitions per timing (median).")
-@click.option(
-    "--tokens", "gen_tokens", type=click.IntRange(2, 2048), default=None, help="Tokens per decode run."
-)
-@click.option(
-    "--ledger-rows", type=click.IntRange(1), default=None, help="Ledger rows for the report timing."
-)
+@click.option("--tokens", "gen_tokens", type=click.IntRange(2, 2048), default=None, help="Tokens per decode run.")
+@click.option("--ledger-rows", type=click.IntRange(1), default=None, help="Ledger rows for the report timing.")
 @click.option(
     "--sessions",
     default=None,
@@ -52,8 +66,8 @@ from ui.cli import emit, friendly_errors, json_option
     default=None,
     help="Accepted for symmetry; the benchmark always works in fresh temporary databases.",
 )
-@json_option
-@friendly_errors
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document on stdout.")
+@_friendly_errors
 def bench(
     out_dir: Path,
     quick: bool,
@@ -74,9 +88,7 @@ def bench(
         try:
             levels = tuple(int(x) for x in sessions.split(",") if x.strip())
         except ValueError as exc:
-            raise click.BadParameter(
-                "use comma-separated integers, e.g. 1,4,16", param_hint="--sessions"
-            ) from exc
+            raise click.BadParameter("use comma-separated integers, e.g. 1,4,16", param_hint="--sessions") from exc
     options = BenchOptions.for_mode(
         quick,
         out_dir=out_dir,
@@ -94,7 +106,7 @@ def bench(
     result = run_bench(options, progress)
     files = result.details.get("files", {})
     if as_json:
-        emit(results_payload(result, files))
+        click.echo(json.dumps(results_payload(result, files), ensure_ascii=False, indent=2, default=str))
         return
     for fig in result.figures:
         value = "n/a" if fig.value is None else fmt(fig.value, 3)
@@ -103,6 +115,4 @@ def bench(
     for t in result.targets:
         status = {True: "met", False: "MISSED", None: "not measured"}[t.met]
         click.echo(f"target {t.name}: {status} ({t.measured}){' - ' + t.cause if t.cause else ''}")
-    click.echo(
-        f"\nreport: {files.get('markdown')}  json: {files.get('json')}  plot: {files.get('plot', 'none')}"
-    )
+    click.echo(f"\nreport: {files.get('markdown')}  json: {files.get('json')}  plot: {files.get('plot', 'none')}")

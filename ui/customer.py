@@ -61,7 +61,9 @@ def render(bot: Bot, conversation_id: str | None) -> tuple[ChatHistory, int]:
         if row["role"] == "user":
             history.append({"role": "user", "content": row["content"]})
         elif row["role"] == "staff":
-            history.append({"role": "assistant", "content": f"**{STAFF_LABEL.get(lang, 'Support')}:** {row['content']}"})
+            history.append(
+                {"role": "assistant", "content": f"**{STAFF_LABEL.get(lang, 'Support')}:** {row['content']}"}
+            )
         elif row["role"] == "system":
             history.append({"role": "assistant", "content": f"*{row['content']}*"})
         else:
@@ -71,7 +73,11 @@ def render(bot: Bot, conversation_id: str | None) -> tuple[ChatHistory, int]:
 
 
 def respond(
-    bot: Bot, message: str, history: ChatHistory | None, conversation_id: str | None, lang_choice: str = "auto"
+    bot: Bot,
+    message: str,
+    history: ChatHistory | None,
+    conversation_id: str | None,
+    lang_choice: str = "auto",
 ) -> Iterator[tuple[str, ChatHistory, str, int]]:
     """Gradio handler: add the customer's message, then stream the answer into the last bubble."""
     conversation_id = conversation_id or new_conversation_id()
@@ -108,11 +114,20 @@ def build_customer_app(bot: Bot, *, title: str = "Support", unclaimed_after_s: f
         conversation_id = gr.State(None)
         seen = gr.State(0)
         chatbot = gr.Chatbot(
-            label="Chat", elem_id="chat", height=480, sanitize_html=True, feedback_options=None, buttons=["copy"]
+            label="Chat",
+            elem_id="chat",
+            height=480,
+            sanitize_html=True,
+            feedback_options=None,
+            buttons=["copy"],
         )
         with gr.Row():
             text = gr.Textbox(
-                placeholder="Ihre Frage … / Your question …", show_label=False, scale=8, elem_id="message", max_lines=6
+                placeholder="Ihre Frage … / Your question …",
+                show_label=False,
+                scale=8,
+                elem_id="message",
+                max_lines=6,
             )
             send = gr.Button("Senden / Send", variant="primary", scale=1, elem_id="send")
         with gr.Row():
@@ -163,7 +178,12 @@ def build_customer_app(bot: Bot, *, title: str = "Support", unclaimed_after_s: f
         outputs = [text, chatbot, conversation_id, seen]
         text.submit(handler, inputs, outputs, api_name="chat")
         send.click(handler, inputs, outputs, api_visibility="private")
-        human.click(ask_for_person, [conversation_id, lang], [chatbot, conversation_id, seen], api_name="talk_to_person")
+        human.click(
+            ask_for_person,
+            [conversation_id, lang],
+            [chatbot, conversation_id, seen],
+            api_name="talk_to_person",
+        )
         email_send.click(save_email, [conversation_id, email], [email_note], api_name="leave_email")
         chatbot.clear(lambda: (None, 0), None, [conversation_id, seen], api_visibility="private")
         timer = gr.Timer(POLL_S)

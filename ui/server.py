@@ -50,9 +50,7 @@ def request_user(services: Services, request: Request) -> User | None:
     return services.users.session_user(request.cookies.get(SESSION_COOKIE))
 
 
-def build_app(
-    services: Services, extra_mounts: list[Callable[[FastAPI, Services], None]] | None = None
-) -> FastAPI:
+def build_app(services: Services, extra_mounts: list[Callable[[FastAPI, Services], None]] | None = None) -> FastAPI:
     """The FastAPI application serving every firstline page."""
     app = FastAPI(title="firstline", docs_url=None, redoc_url=None, openapi_url=None)
     settings = services.server_settings
@@ -82,9 +80,7 @@ def build_app(
         return HTMLResponse(LOGIN_PAGE.format(error="", next=html.escape(safe_next(next))))
 
     @app.post("/login", include_in_schema=False)
-    def login(
-        request: Request, username: str = Form(""), password: str = Form(""), next: str = Form("")
-    ) -> Response:
+    def login(request: Request, username: str = Form(""), password: str = Form(""), next: str = Form("")) -> Response:
         client = request.client.host if request.client else "unknown"
         try:
             token = services.users.login(username, password, client)

@@ -20,7 +20,8 @@ class ServerSettings(BaseSettings):
         description="'llama' runs the GGUF model; 'scripted' is a fake model for tests and load tests.",
     )
     demo_kb: Literal["auto", "off"] = Field(
-        "auto", description="auto: an empty knowledge base gets the bundled demo help centre at start; off: never."
+        "auto",
+        description="auto: an empty knowledge base gets the bundled demo help centre at start; off: never.",
     )
     chat_concurrency: int = Field(
         16, ge=1, description="Chat requests handled at once (they queue for the one model inside)."

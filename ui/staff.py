@@ -64,7 +64,7 @@ def transcript_html(services: Services, ticket: Ticket) -> str:
         who = {"user": "Customer", "assistant": "Bot", "staff": "Staff", "system": "Notice"}.get(row["role"], "?")
         parts.append(
             f'<div class="msg msg-{html.escape(row["role"])}"><b>{who}</b> '
-            f'<small>{html.escape(row["created_at"][:19])}</small><br>{_text(row["content"])}</div>'
+            f"<small>{html.escape(row['created_at'][:19])}</small><br>{_text(row['content'])}</div>"
         )
     return '<div id="transcript">' + "".join(parts) + "</div>"
 
@@ -155,7 +155,8 @@ def build_staff_app(services: Services) -> gr.Blocks:
             except BotError as exc:
                 return (f"⚠️ {exc}", "", "", "", "", gr.skip(), gr.skip(), gr.skip())
             head = (
-                f"**{t.id}** · {t.status}" + (f" · claimed by {html.escape(t.claimed_by)}" if t.claimed_by else "")
+                f"**{t.id}** · {t.status}"
+                + (f" · claimed by {html.escape(t.claimed_by)}" if t.claimed_by else "")
                 + (f" · customer e-mail: {html.escape(t.email)}" if t.email else "")
             )
             return (
@@ -245,6 +246,7 @@ def build_staff_app(services: Services) -> gr.Blocks:
         queue_out = [header, queue, ticket_id]
         for trigger in (app.load, refresh.click, view.change):
             trigger(refresh_queue, [view], queue_out, api_visibility="private")
+
         def live(v: str, tid: str | None, request: gr.Request) -> tuple[Any, ...]:
             # the queue and the open ticket's conversation stay current without a reload
             head, frame, choices = refresh_queue(v, request)
@@ -257,7 +259,11 @@ def build_staff_app(services: Services) -> gr.Blocks:
             return head, frame, choices, transcript_html(services, t), events_html(services, t)
 
         gr.Timer(3.0).tick(
-            live, [view, ticket_id], [*queue_out, transcript, events], api_visibility="private", show_progress="hidden"
+            live,
+            [view, ticket_id],
+            [*queue_out, transcript, events],
+            api_visibility="private",
+            show_progress="hidden",
         )
         open_btn.click(open_ticket, [ticket_id], panel, api_visibility="private")
         ticket_id.select(open_ticket, [ticket_id], panel, api_visibility="private")

@@ -120,9 +120,7 @@ class Measurement:
 class Ledger(Store):
     """Append-only request ledger over the shared SQLite database."""
 
-    def __init__(
-        self, path: Path | str, profile: PricingProfile = DEFAULT_PROFILE, *, heartbeat: bool = True
-    ) -> None:
+    def __init__(self, path: Path | str, profile: PricingProfile = DEFAULT_PROFILE, *, heartbeat: bool = True) -> None:
         super().__init__(path, migrations)
         self.profile = profile
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
@@ -235,9 +233,7 @@ class Ledger(Store):
         try:
             yield handle
         except GeneratorExit:
-            self.finish(
-                handle.request_id, status="cancelled", measurement=handle.measurement, route=handle.route
-            )
+            self.finish(handle.request_id, status="cancelled", measurement=handle.measurement, route=handle.route)
             raise
         except BaseException as exc:
             self.finish(
@@ -249,9 +245,7 @@ class Ledger(Store):
             )
             raise
         else:
-            self.finish(
-                handle.request_id, status=handle.status, measurement=handle.measurement, route=handle.route
-            )
+            self.finish(handle.request_id, status=handle.status, measurement=handle.measurement, route=handle.route)
 
     # -- recovery and liveness ---------------------------------------------------------------------
     def recover_interrupted(self) -> int:
@@ -261,9 +255,7 @@ class Ledger(Store):
         count = 0
         with self.write() as db:
             owners = {r["owner"]: r for r in db.table("instances").rows}
-            rows = list(
-                db.query("SELECT request_id, started_at, owner FROM requests WHERE status = 'started'")
-            )
+            rows = list(db.query("SELECT request_id, started_at, owner FROM requests WHERE status = 'started'"))
             for row in rows:
                 inst = owners.get(row["owner"])
                 if row["owner"] == self.owner or (inst and _alive(inst, host, now)):
@@ -284,9 +276,7 @@ class Ledger(Store):
         while not self._stop.wait(HEARTBEAT_S):
             try:
                 with self.write() as db:
-                    db.execute(
-                        "UPDATE instances SET heartbeat_at = ? WHERE owner = ?", [iso(utcnow()), self.owner]
-                    )
+                    db.execute("UPDATE instances SET heartbeat_at = ? WHERE owner = ?", [iso(utcnow()), self.owner])
             except Exception:  # a failed heartbeat must not kill the process
                 log.exception("ledger heartbeat failed")
 

@@ -236,12 +236,13 @@ def build_report(
             since = _day_start(parse_iso(first)) if first else until
         since = min(since, until)
         params = [iso(since), iso(until)]
-        estimate = db.execute(
-            "SELECT count(*) FROM requests WHERE started_at >= ? AND started_at < ?", params
-        )
-        every = max(1, math.ceil(estimate.fetchone()[0] / max(1, percentile_sample)))
+        n, first_id, last_id = db.execute(
+            "SELECT count(*), min(rowid), max(rowid) FROM requests WHERE started_at >= ? AND started_at < ?",
+            params,
+        ).fetchone()
+        every = max(1, math.ceil(n / max(1, percentile_sample)))
         with ThreadPoolExecutor(max_workers=2) as pool:
-            spread = pool.submit(_percentiles, path, by, params, every)
+            spread = pool.submit(_percentiles, path, by, params, every, (first_id or 0, last_id or 0))
             sums = pool.submit(_sums, path, by, since, until, profile)
             found = pool.submit(outcomes, path, since, until, assumptions) if with_outcomes else None
             groups, spreads = sums.result(), spread.result()
@@ -273,6 +274,52 @@ def build_report(
     if result_outcomes is not None:
         result_outcomes = result_outcomes.priced(from_micros(totals.cost_micros))
     return Report(by, profile, since, until, rows, totals, provisioned, result_outcomes, every, notes)
+
+
+@dataclass(frozen=True)
+class Spend:
+    """What a period cost under one profile, without rollups or percentiles (cheap: one indexed query)."""
+
+    requests: int
+    compute_micros: int
+    cost_micros: int
+    provisioned: Provisioned
+
+    @property
+    def compute_s(self) -> Decimal:
+        return Decimal(self.compute_micros) / MICROS
+
+    @property
+    def cost(self) -> Decimal:
+        return from_micros(self.cost_micros)
+
+
+def period_spend(
+    db_path: Path | str, profile: Profile, since: datetime, until: datetime, now: datetime | None = None
+) -> Spend:
+    """Requests, compute and cost of [since, until) under `profile` (the same figures as `build_report`)."""
+    now = now or utcnow()
+    until = min(until, now)
+    path = Path(db_path)
+    if not path.exists() or until <= since:
+        return Spend(0, 0, 0, Provisioned(Decimal(0), "none", 0))
+    db = connect(path, readonly=True)
+    try:
+        if not has_table(db, "requests"):
+            return Spend(0, 0, 0, Provisioned(Decimal(0), "none", 0))
+        provisioned = provisioned_seconds(db, since, until, now)
+    finally:
+        db.close()
+    rows = _sums(path, "total", since, until, profile)
+    requests = sum(r.requests for r in rows)
+    micros = sum(r.compute_micros for r in rows)
+    if isinstance(profile, CloudPerSecond):
+        cost = sum(r.cost_micros for r in rows)
+    else:
+        wall = Decimal(str((until - since).total_seconds()))
+        usage = PeriodUsage(requests, Decimal(micros) / MICROS, wall, provisioned.seconds)
+        cost = to_micros(profile.period_cost(usage))
+    return Spend(requests, micros, cost, provisioned)
 
 
 def _sums(path: Path, by: str, since: datetime, until: datetime, profile: Profile) -> list[Row]:
@@ -319,6 +366,8 @@ def _sums(path: Path, by: str, since: datetime, until: datetime, profile: Profil
 def _segments(db: Any, by: str, since: datetime, until: datetime) -> list[tuple[str, str, list[Any]]] | None:
     """(label, SQL condition, parameters) per group, each an index range; None: use one GROUP BY."""
     period = "started_at >= ? AND started_at < ?"
+    if by == "total":
+        return [("total", period, [iso(since), iso(until)])]
     if by in ("hour", "day", "month"):
         return [(label, period, [iso(lo), iso(hi)]) for label, lo, hi in _buckets(by, since, until)]
     column = {"route": "route", "model": "model_id", "device": "device"}.get(by)
@@ -393,15 +442,23 @@ def _merge(rows: list[Row]) -> list[Row]:
     return sorted(merged.values(), key=lambda r: r.key)
 
 
-def _percentiles(path: Path, by: str, params: list[Any], every: int) -> dict[str, dict[str, float | None]]:
-    sample = " AND rowid % ? = 0" if every > 1 else ""
-    sql = (
-        f"SELECT {GROUPS[by]}, latency_s, queue_wait_s FROM requests "
-        f"WHERE +status IN {FINISHED} AND started_at >= ? AND started_at < ?{sample}"
-    )
+def _percentiles(
+    path: Path, by: str, params: list[Any], every: int, ids: tuple[int, int]
+) -> dict[str, dict[str, float | None]]:
+    """p50/p95 per group: all rows, or every `every`-th rowid of the period's rowid range (a systematic sample)."""
+    where = f"+status IN {FINISHED} AND started_at >= ? AND started_at < ?"
+    sql = f"SELECT {GROUPS[by]}, latency_s, queue_wait_s FROM requests WHERE {where}"
+    args = list(params)
+    if every > 1:  # visit only the sampled rows: a generated series of rowids, one lookup each
+        sql = (
+            "WITH RECURSIVE ids(id) AS (SELECT ? UNION ALL SELECT id + ? FROM ids WHERE id + ? <= ?) "
+            f"SELECT {GROUPS[by]}, latency_s, queue_wait_s FROM ids JOIN requests ON requests.rowid = ids.id "
+            f"WHERE {where}"
+        )
+        args = [ids[0], every, every, ids[1], *params]
     db = connect(path, readonly=True)
     try:
-        result = db.execute(sql, [*params, every] if every > 1 else params).fetchall()
+        result = db.execute(sql, args).fetchall()
     finally:
         db.close()
     latency: dict[str, list[float]] = {_TOTAL: []}
