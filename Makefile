@@ -42,5 +42,13 @@ format: install
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
+# Benchmarks (issue #7): on first use builds native llama-bench from the llama.cpp that llama-cpp-python
+# vendors (several minutes on 2 cores; cached in ~/.cache/firstline/), then runs the suite (< 10 minutes).
+# Report: bench-report/report.md, report.json, bench.png. BENCH_ARGS="--quick" for a ~2 minute run.
+BENCH_ARGS ?=
+bench: install
+	PYTHON=$(BIN)/python bash scripts/build-llama-bench.sh >/dev/null
+	$(BIN)/firstline bench $(BENCH_ARGS)
+
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build *.egg-info

@@ -31,6 +31,7 @@ from bot.types import Delta, Lang, Message, Reply, Source
 from models.errors import GenerationError
 from models.langchain import FirstlineChatModel, to_chat_messages
 from models.types import ChatMessage, ChatModel, Usage
+from usage.budgets import BudgetGuard, Step
 from usage.ledger import Ledger, Measurement
 
 log = logging.getLogger(__name__)
@@ -55,6 +56,7 @@ class Bot:
         knowledge: KnowledgeBase | None = None,
         knowledge_settings: KnowledgeSettings | None = None,
         tickets: TicketStore | None = None,
+        budget: BudgetGuard | None = None,
     ) -> None:
         self.model = model
         self.store = store
@@ -64,6 +66,7 @@ class Bot:
         self.knowledge = knowledge
         self.tickets = tickets or TicketStore(store.path, conversations=store)
         self.router = Router(knowledge, self.settings, knowledge_settings)
+        self.budget = budget
         self.llm = FirstlineChatModel(chat_model=model)
 
     # -- public API --------------------------------------------------------------------------------
@@ -91,7 +94,8 @@ class Bot:
         self.store.add_message(conversation_id, "user", text, lang=lang)
         rid = self.ledger.start(conversation_id=conversation_id, route="model")
         try:
-            decision = self.router.decide(text, lang, history)
+            step = self.budget.status().step if self.budget is not None else Step.normal
+            decision = _degrade(self.router.decide(text, lang, history), step)
             if (
                 decision.ask_model
                 and self.settings.ask_model_when_unsure
@@ -138,7 +142,8 @@ class Bot:
             self.store.add_message(conversation_id, "assistant", answer, lang=lang, request_id=rid, route=CLARIFY_ROUTE)
             yield Reply(answer, "faq", conversation_id, rid, lang, (), None, row["compute_s"], "clarify")
         else:
-            yield from self._answer_with_model(conversation_id, rid, text, lang, history, decision)
+            max_tokens = self.max_tokens if step < Step.short_answers else max(32, self.max_tokens // 4)
+            yield from self._answer_with_model(conversation_id, rid, text, lang, history, decision, max_tokens)
 
     def clean_input(self, text: str, lang: Lang) -> str:
         """Normalise the customer's text; raise InputError (customer-facing) when it cannot be used."""
@@ -228,6 +233,7 @@ class Bot:
         lang: Lang,
         history: list[Message],
         decision: Decision,
+        max_tokens: int,
     ) -> Iterator[Delta | Reply]:
         sources = decision.sources
         context = [_passage(i + 1, s) for i, s in enumerate(sources)] if self.knowledge is not None else None
@@ -236,7 +242,7 @@ class Bot:
         usages: list[Usage] = []
         stream = cast(
             Generator[BaseMessageChunk, None, None],
-            self.llm.stream(messages, max_tokens=self.max_tokens, usage_sink=usages.append),
+            self.llm.stream(messages, max_tokens=max_tokens, usage_sink=usages.append),
         )
         deadline = time.monotonic() + self.settings.model_timeout_s
         failure: str | None = None
@@ -300,6 +306,15 @@ class Bot:
                 system = prompts.system_prompt(lang, self.settings.company_name, context)
             else:
                 text = _shorten(text)  # finally the question itself (only when it alone overflows)
+
+
+def _degrade(decision: Decision, step: Step) -> Decision:
+    """Apply the budget step: FAQ answers only (no generation), then everything to staff."""
+    if step >= Step.escalate and decision.kind != "human":
+        return Decision("human", escalation.BUDGET, sources=decision.sources, retrieval_s=decision.retrieval_s)
+    if step >= Step.faq_only and (decision.kind == "model" or decision.ask_model):
+        return Decision("human", escalation.BUDGET, sources=decision.sources, retrieval_s=decision.retrieval_s)
+    return decision
 
 
 def _passage(n: int, source: Source) -> str:

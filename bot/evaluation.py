@@ -9,8 +9,9 @@ the tests check on hand-made sets.
 
 Conventions: a question counts for hit@k only when it has `expected_source`; escalation precision is
 1.0 when nothing was escalated and recall is 1.0 when nothing should have been (no mistake possible).
-`answered_rate` is the share of all questions whose reply came from the FAQ or the model and is not a
-"don't know / no relevant information" reply (`is_answer`); escalations are never answers.
+`answered_rate` is the share of all questions whose reply came from the FAQ or the model and is neither
+a clarifying question (Reply.reason "clarify") nor a "don't know / no relevant information" reply
+(`is_answer`); escalations are never answers. `faq_rate` counts FAQ answers only, not clarifications.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from typing import Any
 
 from bot.types import Lang, Source
 
+NON_ANSWER_REASONS = frozenset({"clarify"})  # Reply.reason of replies that ask back instead of answering
 THRESHOLDS = (0.5, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95)
 # Replies that route to the FAQ or model but give no answer (the prompt tells the model to say so).
 DONT_KNOW_MARKERS = (
@@ -53,6 +55,7 @@ class QuestionResult:
     question: str
     lang: str
     route: str
+    reason: str
     hit_at_1: bool | None
     hit_at_3: bool | None
     escalated: bool
@@ -101,9 +104,9 @@ def hit_at(expected: str | None, sources: Sequence[Source], k: int) -> bool | No
     return any(source_matches(expected, s) for s in sources[:k])
 
 
-def is_answer(route: str, text: str) -> bool:
-    """An FAQ or model reply that actually answers (not a "don't know"); escalations never count."""
-    if route not in ("faq", "model") or not text.strip():
+def is_answer(route: str, text: str, reason: str = "") -> bool:
+    """An FAQ or model reply that actually answers: not a clarifying question, not a "don't know"."""
+    if route not in ("faq", "model") or reason in NON_ANSWER_REASONS or not text.strip():
         return False
     low = text.casefold()
     return not any(marker in low for marker in DONT_KNOW_MARKERS)
@@ -181,7 +184,8 @@ def summarize(results: Sequence[QuestionResult], currency: str = "EUR") -> dict[
         "escalation_precision": precision,
         "escalation_recall": recall,
         "answered_rate": sum(r.answered for r in results) / n if n else 0.0,
-        "faq_rate": sum(r.route == "faq" for r in results) / n if n else 0.0,
+        "faq_rate": sum(r.route == "faq" and r.reason not in NON_ANSWER_REASONS for r in results) / n if n else 0.0,
+        "clarify_rate": sum(r.reason in NON_ANSWER_REASONS for r in results) / n if n else 0.0,
         "mean_compute_s": sum(r.compute_s for r in results) / n if n else 0.0,
         "p95_latency_s": percentile([r.latency_s for r in results], 95),
         "cost_per_question": float(round(cost, 6)),
@@ -203,7 +207,9 @@ def by_language(results: Sequence[QuestionResult]) -> dict[str, dict[str, Any]]:
 
 
 # -- running ----------------------------------------------------------------------------------------------
-def faq_verdict(question: Question, match_source: Source | None, match_category: str, categories: dict[str, str]) -> bool:
+def faq_verdict(
+    question: Question, match_source: Source | None, match_category: str, categories: dict[str, str]
+) -> bool:
     """Whether an FAQ entry suits a question: it names the expected source, or shares its category."""
     if match_source is None or not question.expected_source or question.should_escalate:
         return False
@@ -232,17 +238,19 @@ def run(services: Any, kb: Any, questions: Sequence[Question], *, top: int = 3) 
                 question=q.question,
                 lang=q.lang or reply.lang,
                 route=reply.route,
+                reason=reply.reason,
                 hit_at_1=hit_at(q.expected_source, sources, 1),
                 hit_at_3=hit_at(q.expected_source, sources, 3),
                 escalated=reply.route == "human",
                 should_escalate=q.should_escalate,
-                answered=is_answer(reply.route, reply.text),
+                answered=is_answer(reply.route, reply.text, reply.reason),
                 latency_s=latency,
                 compute_s=compute_s,
                 cost_micros=cost,
                 faq_score=match.score if match else None,
-                faq_correct=faq_verdict(q, match.source if match else None, match.source.section if match else "",
-                                        categories),
+                faq_correct=faq_verdict(
+                    q, match.source if match else None, match.source.section if match else "", categories
+                ),
                 sources=tuple(s.path for s in sources[:3]),
             )  # fmt: skip
         )

@@ -14,6 +14,7 @@ words, stop words dropped, Snowball-stemmed per language (German or English), th
 
 from __future__ import annotations
 
+import bisect
 import csv
 import io
 import json
@@ -162,7 +163,8 @@ def parse_markdown(text: str, stem: str, default_lang: Lang = "en") -> Article:
             meta = loaded
         text = text[m.end() :]
     sections: list[tuple[str, str]] = []
-    heading, lines, title, fenced = "", [], str(meta.get("title") or ""), False
+    lines: list[str] = []
+    heading, title, fenced = "", str(meta.get("title") or ""), False
     for line in text.splitlines():
         if line.lstrip().startswith(("```", "~~~")):
             fenced = not fenced
@@ -211,7 +213,7 @@ def parse_html(text: str, stem: str, default_lang: Lang = "en") -> Article:
         soup.head.decompose()
     body = soup.body or soup
     sections: list[tuple[str, str]] = []
-    heading, parts = "", []
+    heading, parts = "", list[str]()
     for node in body.descendants:
         name = getattr(node, "name", None)
         if name in ("h1", "h2", "h3"):
@@ -248,9 +250,11 @@ def parse_pdf(data: bytes, stem: str, default_lang: Lang = "en") -> Article:
     try:
         reader = PdfReader(io.BytesIO(data))
         pages = [page.extract_text() or "" for page in reader.pages]
-        meta_title = str((reader.metadata or {}).get("/Title") or "")
+        meta_title = str(reader.metadata.get("/Title") or "") if reader.metadata else ""
     except Exception as exc:  # pypdf raises many types for broken files
-        raise UnreadableFile(f"cannot parse PDF: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from exc
+        raise UnreadableFile(
+            f"cannot parse PDF: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
+        ) from exc
     first = next((ln.strip() for p in pages for ln in p.splitlines() if ln.strip()), "")
     title = meta_title.strip() or (first if len(first) <= 120 else "") or _humanize(stem)
     sections = [(f"page {i}", _squash(p)) for i, p in enumerate(pages, 1)]
@@ -427,23 +431,30 @@ def _tail(text: str) -> str:
 # -- analysis for the index ------------------------------------------------------------------------------
 _WORD = re.compile(r"[^\W_]+(?:['’][^\W_]+)?", re.UNICODE)
 _FOLD = str.maketrans({"ä": "a", "ö": "o", "ü": "u", "ß": "ss", "é": "e", "è": "e", "á": "a", "à": "a"})
-STOPWORDS: dict[str, frozenset[str]] = {
-    "en": frozenset(
-        "a an and are as at be been being but by can could did do does doing done for from get gets got had has "
-        "have having he her here hers him his how i im ive if in into is it its just me my myself no nor "
+
+
+def _wordset(text: str) -> frozenset[str]:
+    return frozenset(text.split())
+
+
+STOPWORDS: dict[str, frozenset[str]] = {  # function words only: they carry no topic in any help centre
+    "en": _wordset(
+        "a an and are as at be been being but by can could did do does doing done for from get gets got had "
+        "has have having he her here hers him his how i im ive if in into is it its just me my myself no nor "
         "not of off on once only or other our ours out over own same she should so some such than that the "
         "their them then there these they this those through to too under until up very was we were what when "
         "where which while who whom why will with would you your yours yourself hey hi hello please thanks "
-        "thank guys ok okay oh also any anything again still actually really already now want need like "
-        "dont cant one thing stuff".split()
+        "thank guys ok okay oh also any anything again still actually really already now want need like dont "
+        "cant one thing stuff"
     ),
-    "de": frozenset(
-        "aber alle allem allen aller alles als also am an auch auf aus bei bin bis bist da damit dann das dass "
-        "dem den der des dich die dir doch du durch ein eine einem einen einer eines er es etwas euch euer für "
-        "hab habe haben hat hatte ich ihm ihn ihnen ihr ihre im in ist ja jetzt kann man mein meine meinem "
-        "meinen meiner mich mir mit muss nach nicht noch nun nur ob oder ohne schon sehr sein seine sich sie "
-        "sind so soll über um und uns unser unsere von vom vor war was weil welche wenn wer wie wir wird wo "
-        "zu zum zur hallo hi bitte danke guten tag moin mal eigentlich einfach gerade denn ganz gibt geht".split()
+    "de": _wordset(
+        "aber alle allem allen aller alles als also am an auch auf aus bei bin bis bist da damit dann das "
+        "dass dem den der des dich die dir doch du durch ein eine einem einen einer eines er es etwas euch "
+        "euer für hab habe haben hat hatte ich ihm ihn ihnen ihr ihre im in ist ja jetzt kann man mein meine "
+        "meinem meinen meiner mich mir mit muss nach nicht noch nun nur ob oder ohne schon sehr sein seine "
+        "sich sie sind so soll über um und uns unser unsere von vom vor war was weil welche wenn wer wie wir "
+        "wird wo zu zum zur hallo hi bitte danke guten tag moin mal eigentlich einfach gerade denn ganz gibt "
+        "geht"
     ),
 }
 
@@ -488,7 +499,33 @@ def idf(df: int, n: int) -> float:
     return math.log(1.0 + (n - df + 0.5) / (df + 0.5))
 
 
-def expand_query(terms: Sequence[str], vocab: Mapping[str, int], n: int, keys: Sequence[str] = ()) -> list[QueryTerm]:
+@dataclass(frozen=True)
+class Lexicon:
+    """The index vocabulary: term -> number of chunks holding it, sorted for prefix and suffix lookups."""
+
+    df: Mapping[str, int]
+    n: int  # number of chunks
+    keys: tuple[str, ...] = ()  # sorted terms
+    rkeys: tuple[str, ...] = ()  # sorted reversed terms
+
+    @classmethod
+    def build(cls, df: Mapping[str, int], n: int) -> Lexicon:
+        """A lexicon with its sorted lookup lists."""
+        return cls(df, max(n, 1), tuple(sorted(df)), tuple(sorted(t[::-1] for t in df)))
+
+    def starting_with(self, prefix: str) -> list[str]:
+        """Terms that start with `prefix`."""
+        lo = bisect.bisect_left(self.keys, prefix)
+        return list(self.keys[lo : bisect.bisect_left(self.keys, prefix + "\uffff", lo)])
+
+    def ending_with(self, suffix: str) -> list[str]:
+        """Terms that end with `suffix`."""
+        rev = suffix[::-1]
+        lo = bisect.bisect_left(self.rkeys, rev)
+        return [t[::-1] for t in self.rkeys[lo : bisect.bisect_left(self.rkeys, rev + "\uffff", lo)]]
+
+
+def expand_query(terms: Sequence[str], lexicon: Lexicon) -> list[QueryTerm]:
     """Match query terms to index terms: exact, typo-corrected (edit distance), compound parts, prefixes.
 
     Typos are corrected only for words the index does not know (1 edit for 4-7 letters, 2 from 8);
@@ -498,25 +535,25 @@ def expand_query(terms: Sequence[str], vocab: Mapping[str, int], n: int, keys: S
     from rapidfuzz import process
     from rapidfuzz.distance import Levenshtein
 
-    keys = keys or list(vocab)
+    vocab, n = lexicon.df, lexicon.n
     out: list[QueryTerm] = []
     for term in dict.fromkeys(terms):
         alts: dict[str, float] = {}
         if term in vocab:
             alts[term] = 1.0
-        elif len(term) >= 4:
+        elif len(term) >= 4 and lexicon.keys:
             limit = 1 if len(term) < 8 else 2
-            for cand, dist, _ in process.extract(
-                term, keys, scorer=Levenshtein.distance, score_cutoff=limit, limit=3
-            ):
+            found = process.extract(term, lexicon.keys, scorer=Levenshtein.distance, score_cutoff=limit, limit=3)
+            for cand, dist, _ in found:
                 alts.setdefault(cand, 0.8 if dist == 1 else 0.6)
-        if len(term) >= 4:
-            longer = [v for v in keys if len(v) > len(term) and (v.startswith(term) or v.endswith(term))]
-            for v in sorted(longer, key=lambda v: -vocab[v])[:6]:
+        if len(term) >= 4:  # the word inside longer index terms (compounds, derived forms)
+            longer = {v for v in lexicon.starting_with(term) + lexicon.ending_with(term) if v != term}
+            for v in sorted(longer, key=lambda v: (-vocab[v], v))[:6]:
                 alts.setdefault(v, 0.7)
-        if len(term) >= 8:
-            parts = [v for v in keys if 4 <= len(v) <= len(term) - 3 and (term.startswith(v) or term.endswith(v))]
-            for v in sorted(parts, key=len, reverse=True)[:3]:
+        if len(term) >= 8:  # a compound made of index terms: its longest known head and tail
+            parts = [term[:i] for i in range(len(term) - 3, 3, -1) if term[:i] in vocab][:2]
+            parts += [term[i:] for i in range(3, len(term) - 3) if term[i:] in vocab][:2]
+            for v in parts:
                 alts.setdefault(v, 0.6)
         dfs = [vocab[a] for a in alts] or [1]
         out.append(QueryTerm(term, idf(min(dfs), n) if alts else 0.5 * idf(1, n), tuple(alts.items())))

@@ -38,6 +38,7 @@ from bot.ingest import (
     SUFFIXES,
     Article,
     FaqEntry,
+    Lexicon,
     QueryTerm,
     UnreadableFile,
     analyze,
@@ -53,10 +54,11 @@ log = logging.getLogger(__name__)
 
 DEMO_KB_DIR = Path(__file__).resolve().parent / "demo_kb"
 DEMO_EXCLUDE = ("questions/*", "README*")
-MIN_RELEVANCE = 0.3  # below this best score, the knowledge base has nothing relevant for the question
-FAQ_THRESHOLD = 0.75  # faq_match score from which an FAQ answer is given with no model call
+MIN_RELEVANCE = 0.2  # below this best score, the knowledge base has nothing relevant for the question
+FAQ_THRESHOLD = 0.8  # faq_match score from which an FAQ answer is given with no model call
 RRF_K = 60  # reciprocal rank fusion constant (the usual value)
 FUSION_WEIGHTS = (1.0, 1.5)  # lexical, dense: dense counts more (it copes with paraphrase and typos)
+FAQ_IN_SEARCH = 1  # FAQ entries among search results while articles fill the rest (see _mix)
 CANDIDATES = 200  # FTS5 candidates re-ranked per query
 DENSE_CANDIDATES = 100  # nearest chunks by embedding taken into the fusion
 COSINE = (0.75, 0.90)  # passage cosines: unrelated .. clearly relevant (multilingual-e5-small)
@@ -79,7 +81,8 @@ def m001_knowledge(db: Database) -> None:
             answer TEXT NOT NULL DEFAULT '', created_at TEXT NOT NULL);
         CREATE INDEX kb_documents_file ON kb_documents(file_id);
         CREATE TABLE kb_chunks (
-            id INTEGER PRIMARY KEY, document_id INTEGER NOT NULL REFERENCES kb_documents(id) ON DELETE CASCADE,
+            id INTEGER PRIMARY KEY AUTOINCREMENT,  -- never reused: (max id, count) identifies the index state
+            document_id INTEGER NOT NULL REFERENCES kb_documents(id) ON DELETE CASCADE,
             ord INTEGER NOT NULL, section TEXT NOT NULL DEFAULT '', text TEXT NOT NULL);
         CREATE INDEX kb_chunks_document ON kb_chunks(document_id);
         CREATE VIRTUAL TABLE kb_fts USING fts5(
@@ -157,15 +160,13 @@ class KnowledgeBase(Store):
         super().__init__(path, migrations)
         self.embedder = embedder
         self._vocab_key: tuple[Any, ...] = ()
-        self._vocab: dict[str, int] = {}
-        self._keys: list[str] = []
+        self._lexicon_cache = Lexicon.build({}, 0)
         self._dense: dict[tuple[str | None, str], tuple[tuple[Any, ...], list[int], Any]] = {}
         self._backfilled = False
+        self._qvecs: dict[str, Any] = {}
 
     # -- ingestion ----------------------------------------------------------------------------------
-    def ingest(
-        self, paths: Sequence[Path], *, progress: bool = False, exclude: Sequence[str] = ()
-    ) -> IngestReport:
+    def ingest(self, paths: Sequence[Path], *, progress: bool = False, exclude: Sequence[str] = ()) -> IngestReport:
         """Add, update or remove the files under `paths`; one transaction per file; bad files reported."""
         from tqdm import tqdm
 
@@ -345,8 +346,8 @@ class KnowledgeBase(Store):
                 items += [(cid, role, t) for role, t in _embed_texts(kind, title, section, text)]
             blobs = self._embed_pairs([(role, t) for _, role, t in items])
             with self.write() as db:
-                db.executemany("DELETE FROM kb_vectors WHERE chunk_id = ?", [(cid,) for cid, _, _ in items])
-                db.executemany(
+                db.conn.executemany("DELETE FROM kb_vectors WHERE chunk_id = ?", [(cid,) for cid, _, _ in items])
+                db.conn.executemany(
                     "INSERT INTO kb_vectors (chunk_id, role, model, vector) VALUES (?, ?, ?, ?)",
                     [(cid, role, self.embedder.model_id, b) for (cid, role, _), b in zip(items, blobs, strict=True)],
                 )
@@ -383,13 +384,13 @@ class KnowledgeBase(Store):
         qvec = self._query_vector(query)
         qq = self._dense_scores(qvec, lang, "question", [r[0] for r in rows])
         matched = {a for q in qterms for a, _ in q.alternatives} | {q.term for q in qterms}
-        vocab, _, n = self._lexicon()
+        lexicon = self._lexicon()
         best: tuple[float, tuple[Any, ...]] | None = None
         for row in rows:
             title_terms = row[1].split()
             forward = _coverage(qterms, set(title_terms))  # how much of the question the FAQ asks
             own = [t for t in dict.fromkeys(title_terms)]
-            weights = [idf(vocab.get(t, 1), n) for t in own]
+            weights = [idf(lexicon.df.get(t, 1), lexicon.n) for t in own]
             backward = sum(w for t, w in zip(own, weights, strict=True) if t in matched) / (sum(weights) or 1.0)
             lexical = (forward * backward) ** 0.5
             score = lexical if qvec is None else 0.5 * lexical + 0.5 * _rescale(qq.get(row[0], 0.0), *QQ_COSINE)
@@ -418,9 +419,8 @@ class KnowledgeBase(Store):
             if doc not in best or by_chunk[cid] > by_chunk[best[doc]]:
                 best[doc] = cid
         fused = _rrf([_first_per_document(r, doc_of) for r in rankings])  # documents, not passages, compete
-        order = sorted(fused, key=lambda d: -fused[d])[:top]
-        hits = self._hits([best[d] for d in order], relevance)
-        return hits
+        order = sorted(fused, key=lambda d: -fused[d])
+        return _mix(self._hits([best[d] for d in order[: top * 3]], relevance), top)
 
     def _documents_of(self, chunk_ids: set[int]) -> dict[int, int]:
         if not chunk_ids:
@@ -432,20 +432,19 @@ class KnowledgeBase(Store):
             ).fetchall()
         return {int(c): int(d) for c, d in rows}
 
-    def _lexicon(self) -> tuple[dict[str, int], list[str], int]:
-        """The index vocabulary (term -> number of chunks), reloaded when the index changed."""
+    def _lexicon(self) -> Lexicon:
+        """The index vocabulary, reloaded when the index changed (in this process or another)."""
         with self.read() as db:
-            key = tuple(db.execute("SELECT max(id), count(*), total_changes() FROM kb_chunks").fetchone()[:2])
+            key = tuple(db.execute("SELECT max(id), count(*) FROM kb_chunks").fetchone())
             if key != self._vocab_key:
-                self._vocab = {t: int(d) for t, d in db.execute("SELECT term, doc FROM kb_fts_vocab")}
-                self._keys = sorted(self._vocab)
+                df = {t: int(d) for t, d in db.execute("SELECT term, doc FROM kb_fts_vocab")}
+                self._lexicon_cache = Lexicon.build(df, int(key[1] or 0))
                 self._vocab_key = key
                 self._dense.clear()
-        return self._vocab, self._keys, int(key[1] or 0)
+        return self._lexicon_cache
 
     def _query_terms(self, query: str, lang: str) -> list[QueryTerm]:
-        vocab, keys, n = self._lexicon()
-        return expand_query(analyze(query, lang), vocab, max(n, 1), keys)
+        return expand_query(analyze(query, lang), self._lexicon())
 
     def _candidates(
         self, qterms: list[QueryTerm], lang: Lang | None, kinds: tuple[str, ...], limit: int
@@ -469,7 +468,13 @@ class KnowledgeBase(Store):
         if self.embedder is None:
             return None
         self._backfill_vectors()
-        return self.embedder.embed_queries([query])[0]
+        vec = self._qvecs.pop(query, None)  # the chat asks faq_match and search for the same message
+        if vec is None:
+            vec = self.embedder.embed_queries([query])[0]
+        self._qvecs[query] = vec
+        while len(self._qvecs) > 64:
+            self._qvecs.pop(next(iter(self._qvecs)))
+        return vec
 
     def _dense_scores(
         self, qvec: Any, lang: Lang | None, role: str, only: list[int] | None, kinds: tuple[str, ...] = ("faq",)
@@ -516,7 +521,10 @@ class KnowledgeBase(Store):
                 f"({','.join('?' * len(chunk_ids))})",
                 chunk_ids,
             ).fetchall()
-        by_id = {r[0]: _Hit(*r, score=round(min(max(relevance.get(r[0], 0.0), 0.0), 1.0), 4)) for r in rows}
+        by_id = {}
+        for cid, doc, kind, path, title, url, lang, category, section, text in rows:
+            score = round(min(max(relevance.get(cid, 0.0), 0.0), 1.0), 4)
+            by_id[cid] = _Hit(cid, doc, kind, path, title, url, lang, category, section, text, score)
         return [by_id[c] for c in chunk_ids if c in by_id]
 
     def categories(self) -> dict[str, str]:
@@ -590,6 +598,24 @@ def _rrf(rankings: list[list[int]], k: int = RRF_K) -> dict[int, float]:
         for rank, cid in enumerate(ranking, 1):
             fused[cid] = fused.get(cid, 0.0) + weight / (k + rank)
     return fused
+
+
+def _mix(hits: list[_Hit], top: int) -> list[_Hit]:
+    """Articles lead; at most FAQ_IN_SEARCH FAQ entries, never first, unless articles run out.
+
+    A relevant FAQ entry repeats an article's facts in short (and an FAQ entry close enough to answer
+    on its own is served by faq_match before search matters), so the article is the better first
+    passage and citation; FAQ entries fill the list when there are not enough articles.
+    """
+    articles = [h for h in hits if h.kind != "faq"]
+    faqs = [h for h in hits if h.kind == "faq"]
+    keep = {h.chunk_id for h in faqs[:FAQ_IN_SEARCH]}
+    out = [h for h in hits if h.kind != "faq" or h.chunk_id in keep]
+    if out and out[0].kind == "faq" and articles:
+        out.remove(articles[0])
+        out.insert(0, articles[0])
+    out += [h for h in faqs if h.chunk_id not in keep][: max(top - len(out), 0)]
+    return out[:top]
 
 
 def _first_per_document(ranking: list[int], doc_of: dict[int, int]) -> list[int]:

@@ -136,6 +136,13 @@ class LlamaChatModel:
     ) -> Generation:
         return _LlamaGeneration(self, messages, max_tokens, temperature, grammar)
 
+    def close(self) -> None:
+        """Free the llama.cpp context and weights (waits for a running generation to finish)."""
+        with self._lock:
+            llm, self._llm = self._llm, None
+            if llm is not None:
+                llm.close()
+
     def complete(self, messages: list[ChatMessage], **kwargs: Any) -> tuple[str, Usage]:
         """Generate a whole answer; returns (text, usage)."""
         gen = self.stream(messages, **kwargs)

@@ -42,6 +42,14 @@ class ModelSettings(BaseSettings):
             "whole history."
         ),
     )
+    idle_unload_s: float = Field(
+        0.0,
+        ge=0.0,
+        description=(
+            "Unload the model after this many idle seconds and load it again on the next request "
+            "(on-demand operation; load/unload periods are recorded for cost reports). 0 keeps it loaded."
+        ),
+    )
     seed: int = Field(42, description="Sampling seed; with temperature 0 answers are reproducible.")
     max_tokens: int = Field(256, ge=1, description="Upper bound on tokens generated per answer.")
     temperature: float = Field(0.2, ge=0.0, le=2.0, description="Sampling temperature (0 = greedy).")

@@ -238,3 +238,52 @@ def test_escalation_quality_on_the_labelled_dev_set(kb_bot: tuple[Bot, ScriptedC
           f"false escalations of answerable={false_escalations}/{answerable}")  # fmt: skip
     assert recall >= 0.9
     assert false_escalations <= 0.1 * answerable
+
+
+def test_budget_degrades_the_bot_in_steps(data_dir: Path) -> None:
+    """Past the budget: shorter answers, then FAQ answers only, then everything to staff."""
+    from datetime import timedelta
+    from decimal import Decimal
+
+    from sqlite_utils import Database
+
+    from usage.budgets import BudgetGuard
+    from usage.ledger import iso, utcnow
+    from usage.pricing import DEFAULT_PROFILE
+    from usage.profiles import Budget, default_book
+
+    db = data_dir / "firstline.db"
+    kb = KnowledgeBase(db)
+    ensure_demo_kb(kb)
+    ledger = Ledger(db, heartbeat=False)
+    book = default_book().with_budget(DEFAULT_PROFILE.name, Budget("money", daily=Decimal("1.00"), monthly=Decimal("1000")))
+    guard = BudgetGuard(db, book, cache_s=0)
+    model = ScriptedChatModel()
+    bot = Bot(
+        model=model, store=ConversationStore(db), ledger=ledger, knowledge=kb, budget=guard, max_tokens=200
+    )
+
+    def spend(n: int, start: int) -> None:  # n requests of 0.112 EUR today
+        now = utcnow()
+        Database(db).table("requests").insert_all(
+            {"request_id": f"spent{start + i}", "conversation_id": "x", "route": "model", "status": "completed",
+             "started_at": iso(now - timedelta(seconds=i + 1)), "compute_s": 3.0, "latency_s": 3.0,
+             "cost_micros": 112_000, "owner": "t"}
+            for i in range(n)
+        )  # fmt: skip
+
+    question = "My Wi-Fi keeps dropping in the evening, the LumeBox is in the hallway"
+    assert bot.handle_message("a", question).route == "model"
+    assert model.history[-1].max_tokens == 200
+    spend(9, 0)  # 1.008 + the first answer: past 100 %
+    assert bot.handle_message("b", question).route == "model"
+    assert model.history[-1].max_tokens == 50  # shorter answers
+    spend(1, 9)  # >= 110 %: FAQ only
+    calls = len(model.history)
+    reply = bot.handle_message("c", question)
+    assert reply.route == "human" and reply.reason == escalation.BUDGET and len(model.history) == calls
+    assert bot.handle_message("d", "How do I reset my password?").route == "faq"  # curated answers still work
+    spend(3, 10)  # >= 125 %: everything to staff
+    assert bot.handle_message("e", "How do I reset my password?").reason == escalation.BUDGET
+    steps = [r["step"] for r in Database(db).query("SELECT step FROM budget_events ORDER BY id")]
+    assert steps[-3:] == ["short_answers", "faq_only", "escalate"]

@@ -140,7 +140,7 @@ class Bench:
 
 
 # -- statistics ----------------------------------------------------------------------------------------
-def percentile(values: Sequence[float], q: float) -> float | None:
+def percentile(values: Sequence[float | None], q: float) -> float | None:
     """The q-th percentile (0..100) with linear interpolation; None for no values."""
     data = sorted(v for v in values if v is not None and not math.isnan(v))
     if not data:
@@ -153,7 +153,7 @@ def percentile(values: Sequence[float], q: float) -> float | None:
     return data[lo] + (data[hi] - data[lo]) * (pos - lo)
 
 
-def median(values: Sequence[float]) -> float | None:
+def median(values: Sequence[float | None]) -> float | None:
     return percentile(values, 50)
 
 

@@ -108,8 +108,7 @@ def ensure_model(bench: Bench, shared: Shared) -> Any:
             "load_s": round(m.load_s, 3),
             **m.load_kwargs,
             "sampling": {
-                k: getattr(m.settings, k)
-                for k in ("temperature", "top_k", "top_p", "min_p", "repeat_penalty", "seed")
+                k: getattr(m.settings, k) for k in ("temperature", "top_k", "top_p", "min_p", "repeat_penalty", "seed")
             },
         }
     return shared.model
@@ -151,9 +150,7 @@ class Turn:
         return decode_rate(self.piece_times, self.tokens)
 
 
-def run_turn(
-    services: Any, conversation_id: str, text: str, on_piece: Callable[[], None] | None = None
-) -> Turn:
+def run_turn(services: Any, conversation_id: str, text: str, on_piece: Callable[[], None] | None = None) -> Turn:
     """Send one message through the full chat path and time it."""
     turn = Turn(time.perf_counter())
     for event in services.bot.stream_message(conversation_id, text, "en"):
@@ -180,77 +177,111 @@ def decode(bench: Bench, shared: Shared) -> None:
     services.bot.max_tokens = opts.gen_tokens
     try:
         # (a) firstline: Bot.stream_message, real model, ledger rows, streamed pieces
-        bench.progress(f"(a) firstline full chat path, {opts.reps} runs ...")
+        # (b) llama-cpp-python create_chat_completion(stream=True) on a second, identically loaded Llama
+        # (c) native llama-bench
+        # One round runs each once, so load from other processes hits all three alike; ratios are taken
+        # per round and their median reported.
+        bench.progress(f"{opts.reps} rounds of (a) firstline, (b) llama-cpp-python, (c) llama-bench ...")
         run_turn(services, "bench-warmup", LONG_QUESTION)
-        turns = []
+        turns: list[Turn] = []
+        plain_runs: list[tuple[float | None, float | None, int]] = []
+        native_runs: list[dict[str, float | None]] = []
+        native = None
         for i in range(opts.reps):
             model.reset_cache()  # every run prefills the whole prompt, as a new conversation would
             turns.append(run_turn(services, f"bench-decode-{i}", LONG_QUESTION))
-        routes = {t.row.get("route") for t in turns}
-        if routes != {"model"}:
-            bench.note(f"warning: the bench question took route(s) {sorted(map(str, routes))}, not the model")
+            if i == 0:
+                routes = {turns[0].row.get("route")}
+                if routes != {"model"}:
+                    bench.note(f"warning: the bench question took route(s) {sorted(map(str, routes))}, not the model")
+                shared.prompt_tokens = int(turns[0].row.get("prompt_tokens") or 0)
+                shared.messages = clocked.calls[-1]
+                plain_once = plain_chat_runner(shared, model, opts.gen_tokens)
+                plain_once()  # warm-up
+                native = bench_native.NativeBench(bench, model, shared.prompt_tokens, opts.gen_tokens)
+            plain_runs.append(plain_once())
+            native_runs.append(native.round() if native else {})
+            bench.progress(
+                f"round {i + 1}: firstline {fmt(turns[-1].decode_tps, 1)}, llama-cpp-python "
+                f"{fmt(plain_runs[-1][1], 1)}, native {fmt(native_runs[-1].get('tg_tps'), 1)} tok/s"
+            )
         n_prompt = int(median([t.row.get("prompt_tokens") or 0 for t in turns]) or 0)
-        shared.prompt_tokens = n_prompt
-        shared.messages = clocked.calls[-1]
         a_tps = median([t.decode_tps for t in turns if t.decode_tps])
         a_ttft = median([t.ttft_s for t in turns if t.ttft_s is not None])
-        a_tokens = median([t.tokens for t in turns])
+        b_tps = median([r[1] for r in plain_runs if r[1]])
+        b_ttft = median([r[0] for r in plain_runs if r[0] is not None])
+        c_tps = median([r["tg_tps"] for r in native_runs if r.get("tg_tps")])
+        c_ttft = median([r["pp_s"] for r in native_runs if r.get("pp_s")])
+        c_pp = median([r["pp_tps"] for r in native_runs if r.get("pp_tps")])
         bench.add("decode.prompt_tokens", n_prompt, "tokens", "prompt length (all three)")
         bench.add("decode.gen_tokens", opts.gen_tokens, "tokens", "tokens generated per run (budget)")
-        bench.add("decode.firstline.generated_tokens", a_tokens, "tokens", "firstline: tokens generated")
-        bench.add("decode.firstline.tokens_per_s", a_tps, "tok/s", "firstline full chat path: decode")
-        bench.add("ttft.firstline", _ms(a_ttft), "ms", "firstline full chat path: time to first token")
-        bench.details["decode_runs"] = [
-            {"ttft_ms": _ms(t.ttft_s), "tokens": t.tokens, "tok_s": t.decode_tps} for t in turns
-        ]
-
-        # (b) plain llama-cpp-python, separately loaded with identical settings
-        bench.progress(
-            f"(b) plain llama-cpp-python create_chat_completion(stream=True), {opts.reps} runs ..."
-        )
-        b = plain_chat_runs(bench, shared, model)
-        bench.add("decode.llama_cpp_python.tokens_per_s", b["tps"], "tok/s", "llama-cpp-python: decode")
-        bench.add("ttft.llama_cpp_python", _ms(b["ttft"]), "ms", "llama-cpp-python: time to first token")
         bench.add(
-            "decode.llama_cpp_python.generated_tokens", b["tokens"], "tokens", "llama-cpp-python: tokens"
+            "decode.firstline.generated_tokens",
+            median([t.tokens for t in turns]),
+            "tokens",
+            "firstline: tokens generated",
         )
-
-        # (c) native llama.cpp
-        bench.progress("(c) native llama-bench ...")
-        native = bench_native.llama_bench_runs(bench, model, n_prompt, opts.gen_tokens)
-        c_tps, c_ttft = native.get("tg_tps"), native.get("pp_s")
-        bench.add("decode.native.tokens_per_s", c_tps, "tok/s", "native llama.cpp (llama-bench tg): decode")
-        bench.add("ttft.native", _ms(c_ttft), "ms", "native llama.cpp (llama-bench pp): prompt time")
-
-        r_ab = ratio(a_tps, b["tps"])
-        r_ac = ratio(a_tps, c_tps)
         bench.add(
-            "decode.ratio.firstline_vs_llama_cpp_python", r_ab, "ratio", "decode firstline / llama-cpp-python"
+            "decode.llama_cpp_python.generated_tokens",
+            median([r[2] for r in plain_runs]),
+            "tokens",
+            "llama-cpp-python: tokens generated",
         )
+        bench.add("decode.firstline.tokens_per_s", a_tps, "tok/s", "(a) firstline full chat path: decode")
+        bench.add("decode.llama_cpp_python.tokens_per_s", b_tps, "tok/s", "(b) llama-cpp-python: decode")
+        bench.add("decode.native.tokens_per_s", c_tps, "tok/s", "(c) native llama.cpp (llama-bench tg): decode")
+        bench.add("ttft.firstline", _ms(a_ttft), "ms", "(a) firstline full chat path: time to first token")
+        bench.add("ttft.llama_cpp_python", _ms(b_ttft), "ms", "(b) llama-cpp-python: time to first token")
+        bench.add("ttft.native", _ms(c_ttft), "ms", "(c) native llama.cpp (llama-bench pp): prompt time")
+        bench.add("native.pp.tokens_per_s", c_pp, "tok/s", f"llama-bench prompt processing ({n_prompt} tokens)")
+
+        def paired(xs: list[float | None], ys: list[float | None]) -> float | None:
+            return median([r for x, y in zip(xs, ys, strict=True) if (r := ratio(x, y)) is not None])
+
+        a_list = [t.decode_tps for t in turns]
+        b_list = [r[1] for r in plain_runs]
+        c_list = [r.get("tg_tps") for r in native_runs]
+        r_ab, r_ac = paired(a_list, b_list), paired(a_list, c_list)
+        bench.add("decode.ratio.firstline_vs_llama_cpp_python", r_ab, "ratio", "decode firstline / llama-cpp-python")
         bench.add("decode.ratio.firstline_vs_native", r_ac, "ratio", "decode firstline / native")
         bench.add(
             "decode.ratio.llama_cpp_python_vs_native",
-            ratio(b["tps"], c_tps),
+            paired(b_list, c_list),
             "ratio",
             "decode llama-cpp-python / native",
         )
+        a_ttfts = [t.ttft_s for t in turns]
         bench.add(
             "ttft.ratio.firstline_vs_llama_cpp_python",
-            ratio(a_ttft, b["ttft"]),
+            paired(a_ttfts, [r[0] for r in plain_runs]),
             "ratio",
             "TTFT firstline / llama-cpp-python",
         )
-        bench.add("ttft.ratio.firstline_vs_native", ratio(a_ttft, c_ttft), "ratio", "TTFT firstline / native")
+        bench.add(
+            "ttft.ratio.firstline_vs_native",
+            paired(a_ttfts, [r.get("pp_s") for r in native_runs]),
+            "ratio",
+            "TTFT firstline / native",
+        )
+        bench.details["decode_runs"] = [
+            {"firstline_tok_s": a, "llama_cpp_python_tok_s": b, "native_tok_s": c, "firstline_ttft_ms": _ms(t)}
+            for a, b, c, t in zip(a_list, b_list, c_list, a_ttfts, strict=True)
+        ]
+        if native is not None:
+            if not opts.quick:
+                bench.progress("native extras: flash attention, one thread ...")
+                native.extras()
+            native.describe()
 
         # where a token's time goes
         parts = per_token_breakdown(bench, shared, model, n_prompt)
-        explain_decode(bench, a_tps, b["tps"], c_tps, parts)
+        explain_decode(bench, a_tps, b_tps, c_tps, parts, r_ab, r_ac)
     finally:
         close_services(bench)
 
 
-def plain_chat_runs(bench: Bench, shared: Shared, model: Any) -> dict[str, Any]:
-    """(b): llama-cpp-python's own streaming chat completion on a second, identically loaded Llama."""
+def plain_chat_runner(shared: Shared, model: Any, n_gen: int) -> Callable[[], tuple[float | None, float | None, int]]:
+    """(b): one streaming chat completion on a second, identically loaded Llama -> (ttft_s, tok/s, tokens)."""
     from models import loader
 
     if shared.plain is None:
@@ -258,10 +289,9 @@ def plain_chat_runs(bench: Bench, shared: Shared, model: Any) -> dict[str, Any]:
     plain = shared.plain
     s = model.settings
     messages = [{"role": m.role, "content": m.content} for m in shared.messages]
-    n_gen = bench.options.gen_tokens
 
     def once() -> tuple[float | None, float | None, int]:
-        plain.reset()
+        plain.reset()  # uncached, like (a)
         t0 = time.perf_counter()
         times: list[float] = []
         text, finish = [], None
@@ -289,13 +319,7 @@ def plain_chat_runs(bench: Bench, shared: Shared, model: Any) -> dict[str, Any]:
         ttft = times[0] - t0 if times else None
         return ttft, decode_rate(times, tokens), tokens
 
-    once()  # warm-up
-    runs = [once() for _ in range(bench.options.reps)]
-    return {
-        "ttft": median([r[0] for r in runs if r[0] is not None]),
-        "tps": median([r[1] for r in runs if r[1]]),
-        "tokens": median([r[2] for r in runs]),
-    }
+    return once
 
 
 def per_token_breakdown(bench: Bench, shared: Shared, model: Any, n_prompt: int) -> dict[str, float | None]:
@@ -322,9 +346,7 @@ def per_token_breakdown(bench: Bench, shared: Shared, model: Any, n_prompt: int)
         sampler.sample(plain._ctx, -1)
     sample_ms = (time.perf_counter() - t0) / reps * 1000
     plain.reset()
-    bench.add(
-        "decode.breakdown.eval_ms", eval_ms, "ms/token", "llama-cpp-python eval() of one token, no sampling"
-    )
+    bench.add("decode.breakdown.eval_ms", eval_ms, "ms/token", "llama-cpp-python eval() of one token, no sampling")
     chain = "llama.cpp sampler chain (penalties, top-k/p, min-p, temp)"
     bench.add("decode.breakdown.sampling_ms", sample_ms, "ms/token", chain)
     return {"eval_ms": eval_ms, "sampling_ms": sample_ms}
@@ -336,12 +358,12 @@ def explain_decode(
     b_tps: float | None,
     c_tps: float | None,
     parts: dict[str, float | None],
+    r_plain: float | None,
+    r_native: float | None,
 ) -> None:
     """Turn the per-token times into the causes of any gap (written into the report)."""
     per = {k: (1000.0 / v if v else None) for k, v in (("a", a_tps), ("b", b_tps), ("c", c_tps))}
-    bench.add(
-        "decode.breakdown.native_ms", per["c"], "ms/token", "native llama_decode per token (llama-bench)"
-    )
+    bench.add("decode.breakdown.native_ms", per["c"], "ms/token", "native llama_decode per token (llama-bench)")
     label = "llama-cpp-python streaming chat, per token"
     bench.add("decode.breakdown.llama_cpp_python_ms", per["b"], "ms/token", label)
     bench.add("decode.breakdown.firstline_ms", per["a"], "ms/token", "firstline full chat path, per token")
@@ -371,7 +393,6 @@ def explain_decode(
         )
     for line in lines:
         bench.note(line)
-    r_native = ratio(a_tps, c_tps)
     if r_native is not None and r_native < 0.85 and per["c"] and eval_ms and sample_ms is not None:
         bench.details["cause.decode_vs_native"] = (
             f"llama-bench measures bare llama_decode ({fmt(per['c'], 3)} ms/token); a chat answer also "
@@ -379,7 +400,6 @@ def explain_decode(
             f"({fmt(sample_ms, 3)} ms/token) and crosses the Python binding ({fmt(eval_ms - per['c'], 3)} "
             f"ms/token)"
         )
-    r_plain = ratio(a_tps, b_tps)
     if r_plain is not None and r_plain < 0.95 and per["a"] and per["b"]:
         bench.details["cause.decode_vs_llama_cpp_python"] = (
             f"firstline spends {fmt(per['a'] - per['b'], 3)} ms/token more than llama-cpp-python"
@@ -495,18 +515,20 @@ def accounting(bench: Bench, shared: Shared) -> None:
             turn = run_turn(services, f"bench-acct-{i}", LONG_QUESTION, hold_piece)
             wall = time.perf_counter() - t0
             clock = clocked.clocks[-1]
-            compute = float(turn.row.get("compute_s") or 0.0)
+            # the ledger bills retrieval/routing (retrieval_s) plus model prefill + decode; the outside clock
+            # is around the model, so it is compared with the model's part
+            compute = float(turn.row.get("prefill_s") or 0.0) + float(turn.row.get("decode_s") or 0.0)
             rows.append(
                 {
                     "hold_s": hold,
                     "compute_s": compute,
+                    "billed_compute_s": float(turn.row.get("compute_s") or 0.0),
+                    "retrieval_s": float(turn.row.get("retrieval_s") or 0.0),
                     "clock_inside_s": clock.inside_s,
                     "clock_wall_s": clock.wall_s,
                     "request_wall_s": wall,
                     "latency_s": float(turn.row.get("latency_s") or 0.0),
-                    "error_pct": abs(compute - clock.inside_s) / clock.inside_s * 100
-                    if clock.inside_s
-                    else None,
+                    "error_pct": abs(compute - clock.inside_s) / clock.inside_s * 100 if clock.inside_s else None,
                 }
             )
         bench.details["accounting_runs"] = rows
@@ -514,13 +536,13 @@ def accounting(bench: Bench, shared: Shared) -> None:
         held = [r for r in rows if r["hold_s"]]
         err = median([r["error_pct"] for r in plain if r["error_pct"] is not None])
         bench.add(
-            "accounting.error_pct", err, "%", "|ledger compute_s - outside clock| / outside clock (median)"
+            "accounting.error_pct", err, "%", "|ledger prefill_s + decode_s - outside clock| / outside clock (median)"
         )
         bench.add(
             "accounting.error_ms",
             median([abs(r["compute_s"] - r["clock_inside_s"]) * 1000 for r in plain]),
             "ms",
-            "|ledger compute_s - outside clock| per request (median)",
+            "|ledger prefill_s + decode_s - outside clock| per request (median)",
         )
         bench.add(
             "accounting.slow_consumer.error_pct",
@@ -540,15 +562,69 @@ def accounting(bench: Bench, shared: Shared) -> None:
             "ms",
             "request wall clock outside generation (store, prompt, ledger)",
         )
+        bench.add(
+            "accounting.retrieval_ms",
+            median([r["retrieval_s"] * 1000 for r in plain]),
+            "ms",
+            "retrieval and routing billed per request (outside the model)",
+        )
+        cost_figures(bench, median([r["billed_compute_s"] for r in plain]), services.ledger.profile)
         bench.note(
             "The outside clock sums the time spent inside the model's generator (every `next()`), measured "
-            "by a wrapper around the model with its own `perf_counter`; the ledger's compute_s is prefill + "
-            "decode as the model layer measures it. Time the consumer holds a piece (streaming to a slow "
-            "client) is excluded from compute_s by design, so the slow-consumer runs check that it is not "
-            "billed."
+            "by a wrapper around the model with its own `perf_counter`, and is compared with the ledger's "
+            "prefill_s + decode_s as the model layer measures them; the billed compute_s adds retrieval_s "
+            "(knowledge-base search and routing before the model). Time the consumer holds a piece "
+            "(streaming to a slow client) is excluded from compute_s by design, so the slow-consumer runs "
+            "check that it is not billed."
         )
     finally:
         close_services(bench)
+
+
+ASSUMED_COMPUTE_S = 3.0  # the default pricing example's compute seconds per request
+
+
+def cost_figures(bench: Bench, compute_s: float | None, active: Any) -> None:
+    """Measured compute seconds per request next to the pricing example's 3 s, priced under each profile."""
+    from usage import pricing
+
+    if compute_s is None:
+        return
+    device = (bench.details.get("model") or {}).get("device", "?")
+    n_tokens = bench.options.gen_tokens if bench.options.gen_tokens < 64 else 64
+    bench.add(
+        "cost.compute_s_per_request",
+        compute_s,
+        "s",
+        f"compute per chat request on {device} ({bench.value('decode.prompt_tokens') or '~150'}-token prompt, "
+        f"up to {n_tokens} tokens answered)",
+    )
+    bench.add("cost.assumed_compute_s_per_request", ASSUMED_COMPUTE_S, "s", "the default pricing example's assumption")
+    profiles = list(getattr(pricing, "DEFAULT_PROFILES", ())) or [active]
+    if all(p.name != active.name for p in profiles):
+        profiles.insert(0, active)
+    lines = []
+    for profile in profiles:
+        measured = profile.request_cost(compute_s)
+        assumed = profile.request_cost(ASSUMED_COMPUTE_S)
+        bench.add(
+            f"cost.profile.{profile.name}.per_request",
+            float(measured),
+            profile.currency,
+            f"cost per request, profile {profile.name} (measured compute)",
+        )
+        bench.add(
+            f"cost.profile.{profile.name}.per_request_at_3s",
+            float(assumed),
+            profile.currency,
+            f"cost per request, profile {profile.name}, at the assumed 3 s",
+        )
+        lines.append(f"{profile.name}: {measured:.6f} {profile.currency} (at 3 s: {assumed:.6f})")
+    bench.note(
+        f"A chat request computed {fmt(compute_s, 3)} s on {device}; the default pricing example assumes "
+        f"{ASSUMED_COMPUTE_S:.0f} s. Per request: " + "; ".join(lines) + ". Period-billed profiles (per "
+        "instance-hour, on-premises) price a request at full utilisation; idle time costs extra."
+    )
 
 
 def _ms(seconds: float | None) -> float | None:

@@ -76,90 +76,104 @@ def tokens_per_s(record: dict[str, Any] | None) -> float | None:
     return median([float(s) for s in samples if s is not None])
 
 
-def llama_bench_runs(bench: Bench, model: Any, n_prompt: int, n_gen: int) -> dict[str, Any]:
-    """Prompt processing of n_prompt tokens, and decoding n_gen tokens after n_prompt (-d), natively."""
-    binary = find_llama_bench(bench.options.llama_bench)
-    if binary is None:
-        bench.note(
-            "native llama.cpp not measured: llama-bench is not built (run `scripts/build-llama-bench.sh` "
-            "or `make bench`, or pass --llama-bench PATH)."
-        )
-        return {}
-    kw = model.load_kwargs
-    threads = int(kw["n_threads"])
-    ngl = int(kw["n_gpu_layers"])
-    reps = bench.options.reps
-    full = not bench.options.quick
-    fa = (
-        "0,1" if full else "0"
-    )  # llama-cpp-python loads with flash attention off; llama-bench's default is auto
-    common = [
-        str(binary),
-        "-m", str(model.path),
-        "-b", str(kw["n_batch"]),
-        "-ub", str(min(int(kw["n_batch"]), 512)),
-        "-ngl", str(999 if ngl < 0 else ngl),
-        "-fa", fa,
-        "-r", str(reps),
-        "-o", "json",
-    ]  # fmt: skip
-    thread_list = f"1,{threads}" if full and threads > 1 else str(threads)
-    records: list[dict[str, Any]] = []
-    runs = (
-        ["-t", str(threads), "-p", str(n_prompt), "-n", "0"],
-        ["-t", thread_list, "-p", "0", "-n", str(n_gen), "-d", str(n_prompt)],
-    )
-    for extra in runs:
-        cmd = common + extra
+class NativeBench:
+    """llama-bench on the model with the settings llama-cpp-python loaded it with (flash attention off)."""
+
+    def __init__(self, bench: Bench, model: Any, n_prompt: int, n_gen: int) -> None:
+        self.bench = bench
+        self.binary = find_llama_bench(bench.options.llama_bench)
+        self.n_prompt, self.n_gen = n_prompt, n_gen
+        kw = model.load_kwargs
+        self.threads = int(kw["n_threads"])
+        ngl = int(kw["n_gpu_layers"])
+        self.common = [
+            "-m", str(model.path),
+            "-b", str(kw["n_batch"]),
+            "-ub", str(min(int(kw["n_batch"]), 512)),  # llama-cpp-python: n_ubatch = min(n_batch, 512)
+            "-ngl", str(999 if ngl < 0 else ngl),
+            "-o", "json",
+        ]  # fmt: skip
+        self.commands: list[str] = []
+        self.records: list[dict[str, Any]] = []
+        if self.binary is None:
+            bench.note(
+                "native llama.cpp not measured: llama-bench is not built (run `scripts/build-llama-bench.sh` "
+                "or `make bench`, or pass --llama-bench PATH)."
+            )
+
+    def _run(self, extra: list[str]) -> list[dict[str, Any]]:
+        assert self.binary is not None
+        cmd = [str(self.binary), *self.common, *extra]
+        if " ".join(cmd[1:]) not in self.commands:
+            self.commands.append(" ".join(cmd[1:]))
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
         if proc.returncode != 0:
-            bench.note(f"llama-bench failed ({proc.returncode}): {proc.stderr.strip().splitlines()[-1:]}")
+            raise RuntimeError(f"llama-bench failed ({proc.returncode}): {proc.stderr.strip()[-300:]}")
+        records = parse_llama_bench(proc.stdout)
+        self.records.extend(records)
+        return records
+
+    def round(self, reps: int = 1, fa: str = "0", threads: str | None = None) -> dict[str, float | None]:
+        """Prompt processing of n_prompt tokens, and decoding n_gen tokens after them (-d n_prompt)."""
+        if self.binary is None:
             return {}
-        records.extend(parse_llama_bench(proc.stdout))
-    bench.details["llama_bench"] = {
-        "binary": str(binary),
-        "commands": [" ".join(common + extra) for extra in runs],
-        "build_commit": records[0].get("build_commit") if records else None,
-        "records": [
-            {
-                k: r.get(k)
-                for k in ("n_prompt", "n_gen", "n_depth", "n_threads", "flash_attn", "avg_ts", "samples_ts")
-            }
-            for r in records
-        ],
-    }
-    pp = pick(records, n_prompt=n_prompt, n_gen=0, threads=threads)
-    tg = pick(records, n_prompt=0, n_gen=n_gen, threads=threads)
-    pp_tps = tokens_per_s(pp)
-    out: dict[str, Any] = {
-        "pp_tps": pp_tps,
-        "pp_s": n_prompt / pp_tps if pp_tps else None,
-        "tg_tps": tokens_per_s(tg),
-    }
-    bench.add("native.pp.tokens_per_s", pp_tps, "tok/s", f"llama-bench prompt processing ({n_prompt} tokens)")
-    if full:
-        tg_fa = tokens_per_s(pick(records, n_prompt=0, n_gen=n_gen, threads=threads, fa=True))
-        pp_fa = tokens_per_s(pick(records, n_prompt=n_prompt, n_gen=0, threads=threads, fa=True))
-        tg_1 = tokens_per_s(pick(records, n_prompt=0, n_gen=n_gen, threads=1)) if threads > 1 else None
+        t = threads or str(self.threads)
+        pp = self._run(["-fa", fa, "-r", str(reps), "-t", t, "-p", str(self.n_prompt), "-n", "0"])
+        tg = self._run(
+            ["-fa", fa, "-r", str(reps), "-t", t, "-p", "0", "-n", str(self.n_gen), "-d", str(self.n_prompt)]
+        )
+        pp_tps = tokens_per_s(pick(pp, n_prompt=self.n_prompt, n_gen=0, fa=fa == "1"))
+        return {
+            "pp_tps": pp_tps,
+            "pp_s": self.n_prompt / pp_tps if pp_tps else None,
+            "tg_tps": tokens_per_s(pick(tg, n_prompt=0, n_gen=self.n_gen, fa=fa == "1")),
+        }
+
+    def extras(self) -> None:
+        """Flash attention on, and one thread: what the defaults leave on the table (full runs only)."""
+        if self.binary is None:
+            return
+        bench, reps = self.bench, self.bench.options.reps
+        fa = self.round(reps, fa="1")
+        base = self.round(reps)
         bench.add(
-            "native.tg.flash_attn.tokens_per_s", tg_fa, "tok/s", "llama-bench decode, flash attention on"
+            "native.tg.flash_attn.tokens_per_s", fa.get("tg_tps"), "tok/s", "llama-bench decode, flash attention on"
         )
         bench.add(
-            "native.pp.flash_attn.tokens_per_s", pp_fa, "tok/s", "llama-bench prompt, flash attention on"
+            "native.pp.flash_attn.tokens_per_s", fa.get("pp_tps"), "tok/s", "llama-bench prompt, flash attention on"
         )
-        bench.add("native.tg.one_thread.tokens_per_s", tg_1, "tok/s", "llama-bench decode, 1 thread")
-        out.update(tg_fa=tg_fa, pp_fa=pp_fa, tg_1=tg_1)
-        if tg_fa and out["tg_tps"]:
+        bench.add(
+            "native.tg.same_run.tokens_per_s",
+            base.get("tg_tps"),
+            "tok/s",
+            "llama-bench decode, flash attention off (same run)",
+        )
+        one = None
+        if self.threads > 1:
+            one = self.round(reps, threads="1").get("tg_tps")
+        bench.add("native.tg.one_thread.tokens_per_s", one, "tok/s", "llama-bench decode, 1 thread")
+        if fa.get("tg_tps") and base.get("tg_tps"):
             bench.note(
                 f"Flash attention (off in llama-cpp-python's default, auto in llama-bench's) changes native "
-                f"decode from {fmt(out['tg_tps'], 1)} to {fmt(tg_fa, 1)} tok/s and prompt processing from "
-                f"{fmt(pp_tps, 0)} to {fmt(pp_fa, 0)} tok/s on this machine; all comparisons use it off."
+                f"decode from {fmt(base['tg_tps'], 1)} to {fmt(fa['tg_tps'], 1)} tok/s and prompt processing "
+                f"from {fmt(base['pp_tps'], 0)} to {fmt(fa['pp_tps'], 0)} tok/s here (back-to-back runs); all "
+                f"comparisons use it off, as firstline loads the model."
             )
-    bench.note(
-        f"native: `{binary.name} {' '.join(common[3:])} -t {threads} -p {n_prompt} -n 0` and "
-        f"`... -p 0 -n {n_gen} -d {n_prompt}` (decode after a {n_prompt}-token prompt, as in the chat runs)."
-    )
-    return out
+
+    def describe(self) -> None:
+        if self.binary is None:
+            return
+        self.bench.details["llama_bench"] = {
+            "binary": str(self.binary),
+            "commands": self.commands,
+            "build_commit": self.records[0].get("build_commit") if self.records else None,
+            "cpu_info": self.records[0].get("cpu_info") if self.records else None,
+        }
+        self.bench.note(
+            f"native: `llama-bench {' '.join(self.common)} -fa 0 -t {self.threads} -p {self.n_prompt} -n 0` "
+            f"(prompt) and `... -p 0 -n {self.n_gen} -d {self.n_prompt}` (decode after the prompt, as in the "
+            f"chat runs); one repetition per round, interleaved with the Python runs."
+        )
 
 
 # -- memory bandwidth ---------------------------------------------------------------------------------
@@ -204,6 +218,59 @@ int main(int argc, char **argv) {
     return 0;
 }
 """
+
+
+CUDA_READ = r"""
+#include <cstdio>
+#include <cuda_runtime.h>
+__global__ void readk(const float4 *a, float *out, size_t n) {
+    float s = 0;
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
+        float4 v = a[i];
+        s += v.x + v.y + v.z + v.w;
+    }
+    if (s == 1234.5f) out[0] = s;
+}
+int main() {
+    size_t bytes = 1ull << 30, n = bytes / sizeof(float4);
+    float4 *a; float *o;
+    if (cudaMalloc(&a, bytes) != cudaSuccess || cudaMalloc(&o, 4) != cudaSuccess) return 1;
+    cudaMemset(a, 0, bytes);
+    cudaEvent_t e0, e1; cudaEventCreate(&e0); cudaEventCreate(&e1);
+    int sms = 0; cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0);
+    float best = 1e30f;
+    for (int r = 0; r < 20; r++) {
+        cudaEventRecord(e0);
+        readk<<<sms * 8, 512>>>(a, o, n);
+        cudaEventRecord(e1);
+        cudaEventSynchronize(e1);
+        float ms; cudaEventElapsedTime(&ms, e0, e1);
+        if (ms < best) best = ms;
+    }
+    printf("{\"read_gbs\": %.1f}\n", bytes / best / 1e6);
+    return 0;
+}
+"""
+
+
+def gpu_bandwidth() -> dict[str, Any] | None:
+    """GPU memory read bandwidth (GB/s) from a small CUDA kernel; None without nvcc or a GPU."""
+    nvcc = shutil.which("nvcc") or next((str(p) for p in Path("/usr/local").glob("cuda*/bin/nvcc")), None)
+    if nvcc is None:
+        return None
+    out_dir = CACHE_DIR / "stream"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    source, binary = out_dir / "gpu_read.cu", out_dir / "gpu_read"
+    if not binary.exists() or not source.exists() or source.read_text() != CUDA_READ:
+        source.write_text(CUDA_READ)
+        proc = subprocess.run([nvcc, "-O3", str(source), "-o", str(binary)], capture_output=True, text=True)
+        if proc.returncode != 0:
+            return None
+    proc = subprocess.run([str(binary)], capture_output=True, text=True, timeout=120)
+    if proc.returncode != 0:
+        return None
+    result: dict[str, Any] = json.loads(proc.stdout)
+    return result
 
 
 def stream_binary() -> Path | None:
@@ -355,10 +422,15 @@ def limits(bench: Bench, shared: Shared) -> None:
     for t, rec in sorted(by.items()):
         for kernel in ("read", "copy", "triad"):
             if f"{kernel}_gbs" in rec:
-                bench.add(
-                    f"memory.{kernel}.threads_{t}", rec[f"{kernel}_gbs"], "GB/s", f"{kernel}, {t} thread(s)"
-                )
+                bench.add(f"memory.{kernel}.threads_{t}", rec[f"{kernel}_gbs"], "GB/s", f"{kernel}, {t} thread(s)")
     read_bw = by.get(threads, by[cores]).get("read_gbs")
+    if model.device != "CPU":  # the weights live in GPU memory: its bandwidth is the limit
+        gpu = gpu_bandwidth()
+        bench.details["gpu_bandwidth"] = gpu
+        read_bw = gpu.get("read_gbs") if gpu else None
+        bench.add("memory.gpu.read", read_bw, "GB/s", "GPU memory read (CUDA kernel)")
+        if read_bw is None:
+            bench.note("GPU memory bandwidth not measured (no nvcc, or the CUDA probe failed).")
 
     n_prompt = shared.prompt_tokens or 128
     depth = n_prompt + bench.options.gen_tokens / 2  # average context position while decoding
@@ -366,20 +438,14 @@ def limits(bench: Bench, shared: Shared) -> None:
     bench.details["bytes_per_token"] = b
     bench.add("model.tensor_bytes", b["tensor_bytes"] / 1e6, "MB", "sum of weight tensor sizes")
     bench.add("model.file_bytes", model.path.stat().st_size / 1e6, "MB", "GGUF file size")
-    bench.add(
-        "decode.bytes_per_token", b["total"] / 1e6, "MB/token", f"weights + KV cache at {depth:.0f} tokens"
-    )
+    bench.add("decode.bytes_per_token", b["total"] / 1e6, "MB/token", f"weights + KV cache at {depth:.0f} tokens")
     ceiling = read_bw * 1e9 / b["total"] if read_bw else None
     bench.add("limit.bandwidth.tokens_per_s", ceiling, "tok/s", "bandwidth-bound decode ceiling")
 
     native = bench.value("decode.native.tokens_per_s")
     ours = bench.value("decode.firstline.tokens_per_s")
-    bench.add(
-        "limit.native_vs_bandwidth", ratio(native, ceiling), "ratio", "native decode / bandwidth ceiling"
-    )
-    bench.add(
-        "limit.firstline_vs_bandwidth", ratio(ours, ceiling), "ratio", "firstline decode / bandwidth ceiling"
-    )
+    bench.add("limit.native_vs_bandwidth", ratio(native, ceiling), "ratio", "native decode / bandwidth ceiling")
+    bench.add("limit.firstline_vs_bandwidth", ratio(ours, ceiling), "ratio", "firstline decode / bandwidth ceiling")
 
     # compute: ~2 FLOPs per weight per token, plus attention over the context
     n_params = float(model.llama._model.n_params())
@@ -387,15 +453,11 @@ def limits(bench: Bench, shared: Shared) -> None:
     flops = 2 * n_params + attn
     bench.add("decode.flops_per_token", flops / 1e9, "GFLOP/token", "2 x parameters + attention")
     pp = bench.value("native.pp.tokens_per_s")
-    pp_flops = (
-        pp * (2 * n_params + 4 * b["n_layer"] * b["n_head"] * b["head_dim"] * n_prompt / 2) if pp else None
-    )
+    pp_flops = pp * (2 * n_params + 4 * b["n_layer"] * b["n_head"] * b["head_dim"] * n_prompt / 2) if pp else None
     gflops = pp_flops / 1e9 if pp_flops else None
     bench.add("compute.prefill.gflops", gflops, "GFLOP/s", "achieved in batched prompt processing (native)")
     compute_ceiling = pp_flops / flops if pp_flops else None
-    bench.add(
-        "limit.compute.tokens_per_s", compute_ceiling, "tok/s", "compute ceiling at the prefill FLOP rate"
-    )
+    bench.add("limit.compute.tokens_per_s", compute_ceiling, "tok/s", "compute ceiling at the prefill FLOP rate")
     one = bench.value("native.tg.one_thread.tokens_per_s")
     lines = [
         f"Memory bandwidth ({bw['method']}): read {fmt(by[min(by)].get('read_gbs'), 1)} GB/s on 1 thread, "

@@ -30,9 +30,7 @@ def write(bench: Bench) -> dict[str, str]:
     plot = out / "bench.png"
     if write_plot(bench, plot):
         files["plot"] = str(plot)
-    Path(files["markdown"]).write_text(
-        markdown(bench, plot.name if "plot" in files else None), encoding="utf-8"
-    )
+    Path(files["markdown"]).write_text(markdown(bench, plot.name if "plot" in files else None), encoding="utf-8")
     payload = results_payload(bench, files)
     Path(files["json"]).write_text(json.dumps(payload, indent=2, ensure_ascii=False), encoding="utf-8")
     bench.details["files"] = files
@@ -98,9 +96,7 @@ def markdown(bench: Bench, plot_name: str | None) -> str:
     if plot_name:
         lines += ["", f"![benchmark figures]({plot_name})"]
     sections = [
-        s
-        for s in TITLES
-        if s != "targets" and (any(f.section == s for f in bench.figures) or s in bench.notes)
+        s for s in TITLES if s != "targets" and (any(f.section == s for f in bench.figures) or s in bench.notes)
     ]
     for section in sections:
         lines += ["", f"## {TITLES[section]}", ""]
@@ -208,8 +204,6 @@ def _bars(ax: Any, title: str, items: list[tuple[str, float | None]]) -> None:
         return
     bars = ax.bar([k for k, _ in items], [val for _, val in items], color="#4c72b0")
     for bar, (_, val) in zip(bars, items, strict=True):
-        ax.annotate(
-            fmt(val, 1), (bar.get_x() + bar.get_width() / 2, bar.get_height()), ha="center", va="bottom"
-        )
+        ax.annotate(fmt(val, 1), (bar.get_x() + bar.get_width() / 2, bar.get_height()), ha="center", va="bottom")
     ax.set_title(title)
     ax.tick_params(axis="x", labelsize=8)

@@ -189,16 +189,12 @@ def concurrency(bench: Bench, shared: Shared) -> None:
             levels.append(run_level(server, n, opts.server_requests))
     finally:
         server.stop()
-    bench.details["server_levels"] = [
-        {k: v for k, v in lv.items() if k not in ("latencies", "ttfts")} for lv in levels
-    ]
+    bench.details["server_levels"] = [{k: v for k, v in lv.items() if k not in ("latencies", "ttfts")} for lv in levels]
     for lv in levels:
         n = lv["sessions"]
         tps = ratio(lv["ledger"]["tokens"], lv["wall_s"])
         key = f"server.sessions_{n}"
-        bench.add(
-            f"{key}.total_tokens_per_s", tps, "tok/s", f"{n} session(s): generated tokens/s, all sessions"
-        )
+        bench.add(f"{key}.total_tokens_per_s", tps, "tok/s", f"{n} session(s): generated tokens/s, all sessions")
         bench.add(
             f"{key}.requests_per_s",
             ratio(lv["requests"], lv["wall_s"]),

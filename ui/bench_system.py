@@ -69,9 +69,7 @@ def machine_info() -> dict[str, Any]:
         )
     commit = None
     if (ROOT / ".git").exists() and shutil.which("git"):
-        proc = subprocess.run(
-            ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True
-        )
+        proc = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
         commit = proc.stdout.strip() or None
     return {
         "cpu": cpu_model(),
@@ -141,9 +139,7 @@ def ledger(bench: Bench, shared: Shared) -> None:
 
     work = bench.workspace("ledger")
     led = Ledger(work / "firstline.db", heartbeat=False)
-    m = Measurement(
-        prefill_s=0.05, decode_s=1.2, prompt_tokens=150, completion_tokens=64, model_id="m", device="CPU"
-    )
+    m = Measurement(prefill_s=0.05, decode_s=1.2, prompt_tokens=150, completion_tokens=64, model_id="m", device="CPU")
     starts, finishes = [], []
     try:
         for i in range(20 + bench.options.ledger_requests):
@@ -182,12 +178,8 @@ def ledger(bench: Bench, shared: Shared) -> None:
         if i >= 20:
             raw.append(time.perf_counter() - t0)
     raw_db.close()
-    bench.add(
-        "ledger.raw_sqlite.p50", (percentile(raw, 50) or 0) * 1000, "ms", "bare sqlite3, two commits, p50"
-    )
-    bench.add(
-        "ledger.raw_sqlite.p95", (percentile(raw, 95) or 0) * 1000, "ms", "bare sqlite3, two commits, p95"
-    )
+    bench.add("ledger.raw_sqlite.p50", (percentile(raw, 50) or 0) * 1000, "ms", "bare sqlite3, two commits, p50")
+    bench.add("ledger.raw_sqlite.p95", (percentile(raw, 95) or 0) * 1000, "ms", "bare sqlite3, two commits, p95")
 
     p95 = bench.value("ledger.overhead.p95") or 0.0
     fs95 = bench.value("disk.fsync.p95") or 0.0
@@ -356,15 +348,9 @@ def faq(bench: Bench, shared: Shared) -> None:
             lat.append(time.perf_counter() - t0)
             compute.append(reply.compute_s)
             routes.append(reply.route)
-        bench.add(
-            "faq.latency.p50", (percentile(lat, 50) or 0) * 1000, "ms", "FAQ answer, Bot.handle_message p50"
-        )
-        bench.add(
-            "faq.latency.p95", (percentile(lat, 95) or 0) * 1000, "ms", "FAQ answer, Bot.handle_message p95"
-        )
-        bench.add(
-            "faq.compute_ms.p50", (median(compute) or 0) * 1000, "ms", "ledger compute per FAQ answer, p50"
-        )
+        bench.add("faq.latency.p50", (percentile(lat, 50) or 0) * 1000, "ms", "FAQ answer, Bot.handle_message p50")
+        bench.add("faq.latency.p95", (percentile(lat, 95) or 0) * 1000, "ms", "FAQ answer, Bot.handle_message p95")
+        bench.add("faq.compute_ms.p50", (median(compute) or 0) * 1000, "ms", "ledger compute per FAQ answer, p50")
         bench.add(
             "faq.hit_rate",
             routes.count("faq") / len(routes),

@@ -225,6 +225,16 @@ from ui.cli_bench import bench  # noqa: E402
 
 main.add_command(bench)
 
+from ui.cli_cost import cost, report  # noqa: E402
+
+main.add_command(report)
+main.add_command(cost)
+
+from ui.cli_kb import eval_command, kb  # noqa: E402
+
+main.add_command(kb)
+main.add_command(eval_command)
+
 
 if __name__ == "__main__":  # pragma: no cover
     main()

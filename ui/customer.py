@@ -20,7 +20,10 @@ from bot import prompts
 from bot.conversation import Bot
 from bot.conversations import new_conversation_id
 from bot.errors import BotError, InputError
+from bot.safety import sanitize_answer
 from bot.types import Delta, Reply, Source
+from ui.limits import ChatLimits
+from usage.errors import StorageError
 
 log = logging.getLogger(__name__)
 
@@ -85,10 +88,13 @@ def respond(
     history.append({"role": "user", "content": message})
     history.append({"role": "assistant", "content": ""})
     lang = None if lang_choice in (None, "", "auto") else lang_choice
+    raw = ""
     try:
         for event in bot.stream_message(conversation_id, message, lang):  # type: ignore[arg-type]
             if isinstance(event, Delta):
-                history[-1] = {"role": "assistant", "content": history[-1]["content"] + event.text}
+                raw += event.text
+                # the partial answer is shown as it grows: no remote image or unknown link may render
+                history[-1] = {"role": "assistant", "content": sanitize_answer(raw)}
                 yield "", history, conversation_id, 0
             elif isinstance(event, Reply):
                 rendered, last = render(bot, conversation_id)
@@ -106,8 +112,10 @@ def respond(
         yield message, history, conversation_id, 0
 
 
-def build_customer_app(bot: Bot, *, title: str = "Support", unclaimed_after_s: float | None = None) -> gr.Blocks:
-    """The customer chat as a Gradio Blocks app."""
+def build_customer_app(
+    bot: Bot, *, title: str = "Support", unclaimed_after_s: float | None = None, limits: ChatLimits | None = None
+) -> gr.Blocks:
+    """The customer chat as a Gradio Blocks app (`limits`: message rate per session and client)."""
     after_s = bot.settings.unclaimed_notice_s if unclaimed_after_s is None else unclaimed_after_s
     with gr.Blocks(title=title, analytics_enabled=False) as app:
         gr.Markdown(f"## {title}\nFragen Sie uns auf Deutsch oder Englisch. · Ask us in German or English.")
@@ -138,19 +146,43 @@ def build_customer_app(bot: Bot, *, title: str = "Support", unclaimed_after_s: f
             email_send = gr.Button("Speichern / Save", scale=1, elem_id="email-save")
         email_note = gr.Markdown("", elem_id="email-note")
 
+        def throttled(request: gr.Request | None) -> str | None:
+            if limits is None or request is None:
+                return None
+            client = getattr(request, "client", None)
+            return limits.check(getattr(request, "session_hash", None), getattr(client, "host", None))
+
         def handler(
-            message: str, history: ChatHistory, conv: str | None, lang_choice: str
-        ) -> Iterator[tuple[str, ChatHistory, str, int]]:
+            message: str, history: ChatHistory, conv: str | None, lang_choice: str, request: gr.Request
+        ) -> Iterator[tuple[Any, ChatHistory, Any, Any]]:
+            notice = throttled(request)
+            if notice is not None:  # nothing is stored for a refused message
+                yield message, [*(history or []), {"role": "assistant", "content": notice}], gr.skip(), gr.skip()
+                return
             yield from respond(bot, message, history, conv, lang_choice)
 
-        def ask_for_person(conv: str | None, lang_choice: str) -> tuple[ChatHistory, str, int]:
+        def ask_for_person(conv: str | None, lang_choice: str, request: gr.Request) -> tuple[Any, Any, Any]:
+            notice = throttled(request)
+            if notice is not None:
+                return [*_safe_render(bot, conv), {"role": "assistant", "content": notice}], gr.skip(), gr.skip()
             conv = conv or new_conversation_id()
             choice = None if lang_choice in (None, "", "auto") else lang_choice
-            bot.request_human(conv, choice)  # type: ignore[arg-type]
-            rendered, last = render(bot, conv)
+            try:
+                bot.request_human(conv, choice)  # type: ignore[arg-type]
+                rendered, last = render(bot, conv)
+            except Exception:
+                log.exception("hand-over failed in conversation %s", conv)
+                return [*_safe_render(bot, conv), {"role": "assistant", "content": SORRY}], conv, gr.skip()
             return rendered, conv, last
 
         def poll(conv: str | None, last_seen: int) -> tuple[Any, Any, Any]:
+            try:
+                return poll_once(conv, last_seen)
+            except StorageError as exc:  # the next tick tries again; no error toast every two seconds
+                log.warning("chat refresh failed: %s", exc)
+                return gr.skip(), gr.skip(), gr.skip()
+
+        def poll_once(conv: str | None, last_seen: int) -> tuple[Any, Any, Any]:
             if not conv:
                 return gr.skip(), gr.skip(), gr.skip()
             ticket = bot.tickets.active_for(conv)
@@ -164,7 +196,10 @@ def build_customer_app(bot: Bot, *, title: str = "Support", unclaimed_after_s: f
             rendered, last = render(bot, conv)
             return rendered, last, show_email
 
-        def save_email(conv: str | None, address: str) -> str:
+        def save_email(conv: str | None, address: str, request: gr.Request) -> str:
+            notice = throttled(request)
+            if notice is not None:
+                return notice
             address = (address or "").strip()
             if not conv or not EMAIL_RX.match(address):
                 return "Bitte eine gültige E-Mail-Adresse eingeben. / Please enter a valid e-mail address."
@@ -172,6 +207,9 @@ def build_customer_app(bot: Bot, *, title: str = "Support", unclaimed_after_s: f
                 bot.tickets.set_email(conv, address)
             except BotError as exc:
                 return str(exc)
+            except Exception:
+                log.exception("saving the e-mail address failed in conversation %s", conv)
+                return SORRY
             return "Danke, wir antworten per E-Mail. / Thank you, we will reply by e-mail."
 
         inputs = [text, chatbot, conversation_id, lang]
@@ -190,6 +228,15 @@ def build_customer_app(bot: Bot, *, title: str = "Support", unclaimed_after_s: f
         timer.tick(poll, [conversation_id, seen], [chatbot, seen, email_row], api_visibility="private",
                    show_progress="hidden", concurrency_limit=None)  # fmt: skip
     return app
+
+
+def _safe_render(bot: Bot, conversation_id: str | None) -> ChatHistory:
+    """The conversation from the database, or nothing when the database cannot be read."""
+    try:
+        return render(bot, conversation_id)[0]
+    except Exception:
+        log.exception("cannot render conversation %s", conversation_id)
+        return []
 
 
 def _notified(bot: Bot, ticket_id: str) -> bool:

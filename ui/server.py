@@ -11,6 +11,7 @@ session on its routes.
 from __future__ import annotations
 
 import html
+import re
 from collections.abc import Awaitable, Callable
 
 import gradio as gr
@@ -19,12 +20,23 @@ from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Resp
 
 from ui.auth import SESSION_COOKIE, AuthError, User
 from ui.customer import build_customer_app
+from ui.limits import ChatLimits
 from ui.services import Services
 
 CHAT_PATH = "/chat"
 STAFF_PATH = "/staff"
 ADMIN_PATH = "/admin"
 PROTECTED = {STAFF_PATH: "staff", ADMIN_PATH: "admin"}
+# Gradio routes the customer chat does not need and an anonymous caller must not use: file uploads (the
+# chat has no file input; unbounded uploads fill the disk), fetching remote URLs through the server
+# (`file=https://...` makes the server an open proxy), and the run-history / deep-link features (they keep
+# copies of conversations in the browser or on disk).
+CHAT_BLOCKED = ("/gradio_api/upload", "/gradio_api/run-history", "/gradio_api/runs", "/gradio_api/deep_link",
+                "/gradio_api/proxy=", "/gradio_api/file=http", "/gradio_api/file/http")  # fmt: skip
+# Gradio's REST routes take an api_name; an unknown name is a 500 inside Gradio, so only the mounted apps'
+# public endpoint names get through (the browser itself uses queue/join, which these do not touch).
+_REST = re.compile(r"^/gradio_api/(?:call/v2|call|run|api)/([^/]+)")
+NO_FRAMES = {"X-Frame-Options": "DENY", "Content-Security-Policy": "frame-ancestors 'none'"}
 
 LOGIN_PAGE = """<!doctype html><html lang="en"><head><meta charset="utf-8"><title>firstline login</title>
 <meta name="viewport" content="width=device-width, initial-scale=1">
@@ -53,19 +65,38 @@ def request_user(services: Services, request: Request) -> User | None:
 def build_app(services: Services, extra_mounts: list[Callable[[FastAPI, Services], None]] | None = None) -> FastAPI:
     """The FastAPI application serving every firstline page."""
     app = FastAPI(title="firstline", docs_url=None, redoc_url=None, openapi_url=None)
+    app.state.public_apis = {}  # mount path -> public api names (see _register_apis)
     settings = services.server_settings
 
     @app.middleware("http")
     async def protect(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
         path = request.url.path
+        length = request.headers.get("content-length", "0")
+        if not length.isdigit() or int(length) > settings.max_request_bytes:
+            return JSONResponse({"error": "request too large"}, status_code=413)
+        if path.startswith(CHAT_PATH + "/") and path[len(CHAT_PATH) :].startswith(CHAT_BLOCKED):
+            return JSONResponse({"error": "not available"}, status_code=403)
+        mount, _, rest = path[1:].partition("/")
+        rest_call = _REST.match("/" + rest)
+        if rest_call and rest_call.group(1) not in app.state.public_apis.get("/" + mount, set()):
+            if "/" + mount in PROTECTED and not _allowed(services, request, PROTECTED["/" + mount]):
+                return JSONResponse({"error": "login required"}, status_code=401)
+            return JSONResponse({"error": "no such API endpoint"}, status_code=404)
+        staff_area = path == "/login" or path == "/logout"
         for prefix, role in PROTECTED.items():
             if path == prefix or path.startswith(prefix + "/"):
+                staff_area = True
                 user = request_user(services, request)
                 if user is None or not user.can(role):
                     if request.method == "GET" and path in (prefix, prefix + "/"):
-                        return RedirectResponse(f"/login?next={prefix}/", status_code=303)
+                        return RedirectResponse(f"/login?next={prefix}/", status_code=303, headers=NO_FRAMES)
                     return JSONResponse({"error": "login required"}, status_code=401)
-        return await call_next(request)
+        response = await call_next(request)
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        response.headers.setdefault("Referrer-Policy", "same-origin")
+        if staff_area:  # staff pages are never framed by another site (clickjacking)
+            response.headers.update(NO_FRAMES)
+        return response
 
     @app.get("/", include_in_schema=False)
     def root() -> RedirectResponse:
@@ -114,12 +145,21 @@ def build_app(services: Services, extra_mounts: list[Callable[[FastAPI, Services
         response.delete_cookie(SESSION_COOKIE, path="/")
         return response
 
-    customer = build_customer_app(services.bot, title=f"{services.bot_settings.company_name} Support")
+    if settings.scripted_seconds_per_token and hasattr(services.model, "seconds_per_token"):
+        services.model.seconds_per_token = settings.scripted_seconds_per_token  # the fake model, for load tests
+    limits = ChatLimits.create(
+        settings.chat_rate_limit, settings.chat_rate_limit_per_client, settings.chat_rate_window_s
+    )
+    customer = build_customer_app(services.bot, title=f"{services.bot_settings.company_name} Support", limits=limits)
     customer.queue(default_concurrency_limit=settings.chat_concurrency, max_size=settings.queue_size)
-    gr.mount_gradio_app(app, customer, path=CHAT_PATH, footer_links=[], ssr_mode=False)
+    gr.mount_gradio_app(
+        app, customer, path=CHAT_PATH, footer_links=[], ssr_mode=False, run_history=False, show_error=False
+    )
+    _register_apis(app, customer, CHAT_PATH)
+    from ui.admin import mount_admin
     from ui.staff import mount_staff
 
-    for mount in [mount_staff, *(extra_mounts or [])]:
+    for mount in [mount_staff, mount_admin, *(extra_mounts or [])]:
         mount(app, services)
     return app
 
@@ -131,7 +171,21 @@ def mount_protected(app: FastAPI, services: Services, blocks: gr.Blocks, path: s
         user = request_user(services, request)
         return user.name if user is not None and user.can(role) else None
 
-    gr.mount_gradio_app(app, blocks, path=path, auth_dependency=dependency, footer_links=[], ssr_mode=False)
+    gr.mount_gradio_app(
+        app, blocks, path=path, auth_dependency=dependency, footer_links=[], ssr_mode=False, run_history=False
+    )
+    _register_apis(app, blocks, path)
+
+
+def _register_apis(app: FastAPI, blocks: gr.Blocks, path: str) -> None:
+    names = {fn.api_name for fn in blocks.fns.values() if fn.api_visibility == "public" and fn.api_name}
+    if hasattr(app.state, "public_apis"):
+        app.state.public_apis[path] = {str(n) for n in names}
+
+
+def _allowed(services: Services, request: Request, role: str) -> bool:
+    user = request_user(services, request)
+    return user is not None and user.can(role)
 
 
 def serve(services: Services) -> None:
@@ -141,4 +195,7 @@ def serve(services: Services) -> None:
     s = services.server_settings
     app = build_app(services)
     print(f"firstline: serving on http://{s.host}:{s.port}/  (customer chat at {CHAT_PATH}/)", flush=True)
-    uvicorn.run(app, host=s.host, port=s.port, log_level="warning", timeout_graceful_shutdown=5)
+    # behind a reverse proxy on a trusted address, X-Forwarded-Proto/-For give the real scheme (secure
+    # cookies) and client address (rate limits); see docs/security.md
+    uvicorn.run(app, host=s.host, port=s.port, log_level="warning", timeout_graceful_shutdown=5,
+                proxy_headers=True, forwarded_allow_ips=s.forwarded_allow_ips)  # fmt: skip

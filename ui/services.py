@@ -15,7 +15,10 @@ from models.settings import ModelSettings
 from models.types import ChatModel
 from ui.auth import UserStore
 from ui.settings import ServerSettings
+from usage.budgets import BudgetGuard
 from usage.ledger import Ledger
+from usage.profiles import ProfileBook, active_profile, load_profiles
+from usage.provisioning import ProvisioningRecorder
 
 log = logging.getLogger(__name__)
 
@@ -35,9 +38,17 @@ class Services:
     tickets: TicketStore
     bot: Bot
     users: UserStore
+    profiles: ProfileBook
+    budget: BudgetGuard
+    provisioning: ProvisioningRecorder | None = None
 
     def close(self) -> None:
-        for store in (self.ledger, self.knowledge, self.tickets, self.store, self.users):
+        close_model = getattr(self.model, "close", None)
+        if self.provisioning is not None and close_model is not None:
+            close_model()  # an on-demand model records its final unload
+        if self.provisioning is not None:
+            self.provisioning.close()
+        for store in (self.budget, self.ledger, self.knowledge, self.tickets, self.store, self.users):
             store.close()
 
 
@@ -63,9 +74,25 @@ def build_services(data_dir: Path | None = None, model: ChatModel | None = None,
     server_settings = ServerSettings()
     knowledge_settings = KnowledgeSettings()
     bot_settings.data_dir.mkdir(parents=True, exist_ok=True)
-    chat_model = model or load_model(model_settings, server_settings.model_backend)
     db_path = bot_settings.database_path
-    ledger = Ledger(db_path)
+    profiles = load_profiles(bot_settings.data_dir)
+    ledger = Ledger(db_path, profile=active_profile(profiles))
+    provisioning: ProvisioningRecorder | None = None
+    if model is not None:
+        chat_model = model
+    elif model_settings.idle_unload_s > 0:
+        from models.ondemand import OnDemandModel
+
+        provisioning = ProvisioningRecorder(db_path, owner=ledger.owner)
+        chat_model = OnDemandModel(
+            lambda: load_model(model_settings, server_settings.model_backend),
+            idle_s=model_settings.idle_unload_s,
+            on_event=provisioning,
+            n_ctx=model_settings.n_ctx,
+        )
+    else:
+        chat_model = load_model(model_settings, server_settings.model_backend)
+    budget = BudgetGuard(db_path, profiles, profile=ledger.profile.name)
     store = ConversationStore(db_path)
     knowledge = KnowledgeBase(db_path)
     if demo_kb and server_settings.demo_kb == "auto":
@@ -82,6 +109,7 @@ def build_services(data_dir: Path | None = None, model: ChatModel | None = None,
         knowledge=knowledge,
         knowledge_settings=knowledge_settings,
         tickets=tickets,
+        budget=budget,
     )
     users = UserStore(db_path)
     return Services(
@@ -96,4 +124,7 @@ def build_services(data_dir: Path | None = None, model: ChatModel | None = None,
         tickets,
         bot,
         users,
+        profiles,
+        budget,
+        provisioning,
     )

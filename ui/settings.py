@@ -29,3 +29,24 @@ class ServerSettings(BaseSettings):
     queue_size: int = Field(
         64, ge=1, description="Chat requests allowed to wait; beyond that callers are told to wait."
     )
+    chat_rate_limit: int = Field(
+        10, ge=0, description="Messages one chat session may send per rate window (0: no limit)."
+    )
+    chat_rate_limit_per_client: int = Field(
+        60,
+        ge=0,
+        description="Messages one client address may send per rate window, over all its sessions (0: no limit).",
+    )
+    chat_rate_window_s: float = Field(60.0, gt=0, description="The rate window, in seconds.")
+    max_request_bytes: int = Field(
+        4 * 1024 * 1024,
+        ge=1024,
+        description="Largest request body accepted (Content-Length); larger requests get 413.",
+    )
+    forwarded_allow_ips: str = Field(
+        "127.0.0.1",
+        description="Reverse proxies trusted for X-Forwarded-For/-Proto (comma-separated IPs, or '*').",
+    )
+    scripted_seconds_per_token: float = Field(
+        0.0, ge=0, description="Delay per token of the 'scripted' fake model (load and crash tests)."
+    )

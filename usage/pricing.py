@@ -22,6 +22,7 @@ the report's SQL uses, so Python and SQL agree on every row.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import timedelta
 from decimal import ROUND_HALF_EVEN, Decimal
 from typing import ClassVar, Protocol
 
@@ -60,6 +61,11 @@ def seconds(value: float | None) -> Decimal:
     return Decimal(micro_seconds(value)) / MICROS
 
 
+def duration_s(delta: timedelta) -> Decimal:
+    """A timedelta as exact Decimal seconds."""
+    return Decimal(delta.days * 86400 + delta.seconds) + Decimal(delta.microseconds) / MICROS
+
+
 def money(amount: Decimal) -> str:
     """Money as text with exactly six decimals (micro-units, half-even): the JSON representation."""
     return str(amount.quantize(MICRO, rounding=ROUND_HALF_EVEN))
@@ -83,9 +89,14 @@ def _check_non_negative(profile: object, *names: str) -> None:
 class PricingProfile(Protocol):
     """What the ledger needs from a profile: a name, a version, a currency and a per-request cost."""
 
-    name: str
-    version: int
-    currency: str
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def version(self) -> int: ...
+
+    @property
+    def currency(self) -> str: ...
 
     def request_cost(self, compute_s: float) -> Decimal:
         """The marginal cost of one request that computed for `compute_s` seconds."""
@@ -216,9 +227,7 @@ class OnPremises:
         return watt_seconds / HOUR_S / 1000 * self.electricity_per_kwh
 
     def request_cost(self, compute_s: float) -> Decimal:
-        per_busy_second = (
-            self.fixed_per_year / YEAR_S + self.power_watts / HOUR_S / 1000 * self.electricity_per_kwh
-        )
+        per_busy_second = self.fixed_per_year / YEAR_S + self.power_watts / HOUR_S / 1000 * self.electricity_per_kwh
         return seconds(compute_s) * per_busy_second
 
     def period_cost(self, usage: PeriodUsage) -> Decimal:

@@ -44,7 +44,7 @@ migrations = Migrations("firstline.pricing")
 
 @migrations()
 def m001_profile_history(db: Database) -> None:
-    db["pricing_profiles"].create(
+    db.table("pricing_profiles").create(
         {"name": str, "version": int, "kind": str, "fields": str, "recorded_at": str},
         pk=("name", "version"),
         not_null={"kind", "fields", "recorded_at"},
@@ -56,9 +56,7 @@ class PricingSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="FIRSTLINE_", extra="ignore")
 
-    pricing_profile: str | None = Field(
-        None, description="Name of the active pricing profile (overrides the file)."
-    )
+    pricing_profile: str | None = Field(None, description="Name of the active pricing profile (overrides the file).")
 
 
 @dataclass(frozen=True)
@@ -118,9 +116,7 @@ class ProfileBook:
         try:
             return self.profiles[name]
         except KeyError:
-            raise PricingError(
-                f"unknown pricing profile {name!r}; known: {', '.join(self.profiles)}"
-            ) from None
+            raise PricingError(f"unknown pricing profile {name!r}; known: {', '.join(self.profiles)}") from None
 
     @property
     def active_profile(self) -> Profile:
@@ -137,7 +133,7 @@ class ProfileBook:
         if old is not None:
             if _fingerprint(old) == _fingerprint(profile):
                 return self
-            profile = replace(profile, version=max(old.version, profile.version) + 1)  # type: ignore[type-var]
+            profile = replace(profile, version=max(old.version, profile.version) + 1)
         return replace(self, profiles={**self.profiles, profile.name: profile})
 
     def with_budget(self, name: str, budget: Budget) -> ProfileBook:
@@ -199,9 +195,7 @@ def parse(text: str, path: Path | None = None) -> ProfileBook:
         raw = dict(raw)
         if "budget" in raw:
             b = dict(raw.pop("budget"))
-            budgets[name] = Budget(
-                str(b.get("unit", "money")), _opt_dec(b.get("daily")), _opt_dec(b.get("monthly"))
-            )
+            budgets[name] = Budget(str(b.get("unit", "money")), _opt_dec(b.get("daily")), _opt_dec(b.get("monthly")))
         profiles[name] = profile_from_fields(name, raw, currency)
     if not profiles:
         raise PricingError("the pricing file defines no [profiles.*]")
@@ -209,9 +203,7 @@ def parse(text: str, path: Path | None = None) -> ProfileBook:
     steps = {k: _dec(v, k) for k, v in dict(data.get("budget_steps", {})).items() if k in _names(Thresholds)}
     a = dict(data.get("assumptions", {}))
     assumptions = Assumptions(
-        staff_hourly_cost=_dec(
-            a.get("staff_hourly_cost", Assumptions.staff_hourly_cost), "staff_hourly_cost"
-        ),
+        staff_hourly_cost=_dec(a.get("staff_hourly_cost", Assumptions.staff_hourly_cost), "staff_hourly_cost"),
         staff_minutes_per_ticket=_dec(
             a.get("staff_minutes_per_ticket", Assumptions.staff_minutes_per_ticket),
             "staff_minutes_per_ticket",
@@ -228,9 +220,7 @@ def profile_from_fields(name: str, raw: dict[str, Any], currency: str = "EUR") -
     kind = str(raw.get("kind", "cloud_per_second"))
     cls = PROFILE_KINDS.get(kind)
     if cls is None:
-        raise PricingError(
-            f"profile {name}: unknown kind {kind!r}; expected one of {', '.join(PROFILE_KINDS)}"
-        )
+        raise PricingError(f"profile {name}: unknown kind {kind!r}; expected one of {', '.join(PROFILE_KINDS)}")
     known = {f.name: f for f in fields(cls)}
     unknown = set(raw) - set(known) - {"kind"}
     if unknown:
@@ -312,10 +302,8 @@ def sync_versions(db_path: Path, book: ProfileBook) -> ProfileBook:
                 if recorded == current:
                     continue
                 if recorded is not None:
-                    latest = db.execute(
-                        "SELECT max(version) FROM pricing_profiles WHERE name = ?", [name]
-                    ).fetchone()
-                    profile = replace(profile, version=int(latest[0]) + 1)  # type: ignore[type-var]
+                    latest = db.execute("SELECT max(version) FROM pricing_profiles WHERE name = ?", [name]).fetchone()
+                    profile = replace(profile, version=int(latest[0]) + 1)
                     book = replace(book, profiles={**book.profiles, name: profile})
                     changed = True
                     log.warning(
@@ -325,7 +313,7 @@ def sync_versions(db_path: Path, book: ProfileBook) -> ProfileBook:
                     )
                     if _recorded(db, name, profile.version) == current:
                         continue
-                db["pricing_profiles"].insert(
+                db.table("pricing_profiles").insert(
                     {
                         "name": name,
                         "version": profile.version,
@@ -338,15 +326,16 @@ def sync_versions(db_path: Path, book: ProfileBook) -> ProfileBook:
     finally:
         store.close()
     if changed and book.path is not None:
-        save_profiles(book)
+        try:
+            save_profiles(book)
+        except OSError as exc:  # a read-only file: the bumped version still applies in this process
+            log.warning("could not write the bumped profile version to %s: %s", book.path, exc)
     return book
 
 
 def profile_version(db: Database, name: str, version: int) -> Profile | None:
     """A past version of a profile from the history table, or None."""
-    rows = list(
-        db.query("SELECT fields FROM pricing_profiles WHERE name = ? AND version = ?", [name, version])
-    )
+    rows = list(db.query("SELECT fields FROM pricing_profiles WHERE name = ? AND version = ?", [name, version]))
     if not rows:
         return None
     raw = json.loads(rows[0]["fields"])
@@ -355,17 +344,14 @@ def profile_version(db: Database, name: str, version: int) -> Profile | None:
 
 
 def _recorded(db: Database, name: str, version: int) -> str | None:
-    rows = list(
-        db.query("SELECT fields FROM pricing_profiles WHERE name = ? AND version = ?", [name, version])
-    )
+    rows = list(db.query("SELECT fields FROM pricing_profiles WHERE name = ? AND version = ?", [name, version]))
     return str(rows[0]["fields"]) if rows else None
 
 
 def _fingerprint(profile: Profile) -> str:
     """The profile's values as canonical JSON (version excluded; 0.50 and 0.5 are the same price)."""
     values = {
-        k: format(v.normalize(), "f") if isinstance(v, Decimal) else v
-        for k, v in profile_fields(profile).items()
+        k: format(v.normalize(), "f") if isinstance(v, Decimal) else v for k, v in profile_fields(profile).items()
     }
     values.pop("version")
     return json.dumps(values, sort_keys=True)

@@ -28,7 +28,7 @@ from sqlite_utils.migrations import Migrations
 
 from usage.db import Store
 from usage.ledger import STALE_AFTER_S, iso, parse_iso, utcnow
-from usage.pricing import MICROS
+from usage.pricing import duration_s
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +38,7 @@ EVENT_KINDS = ("load_start", "load_end", "load_failed", "unload")
 
 @migrations()
 def m001_provisioning(db: Database) -> None:
-    db["provisioning"].create(
+    db.table("provisioning").create(
         {
             "id": int,
             "owner": str,
@@ -52,8 +52,8 @@ def m001_provisioning(db: Database) -> None:
         pk="id",
         not_null={"owner", "kind", "start"},
     )
-    db["provisioning"].create_index(["kind", "start"])
-    db["provisioning"].create_index(["end"])
+    db.table("provisioning").create_index(["kind", "start"])
+    db.table("provisioning").create_index(["end"])
 
 
 @dataclass(frozen=True)
@@ -68,9 +68,7 @@ class Provisioned:
 class ProvisioningRecorder(Store):
     """Records an on-demand model's load/unload events; use the instance as the `on_event` callback."""
 
-    def __init__(
-        self, path: Path | str, *, owner: str | None = None, model_id: str = "", device: str = ""
-    ) -> None:
+    def __init__(self, path: Path | str, *, owner: str | None = None, model_id: str = "", device: str = "") -> None:
         super().__init__(path, migrations)
         self.owner = owner or f"provisioning:{uuid.uuid4().hex[:12]}"
         self.model_id, self.device = model_id, device
@@ -93,10 +91,10 @@ class ProvisioningRecorder(Store):
             if kind == "load_start":
                 self._close_open(db, at)
                 row = {"owner": self.owner, "kind": "provisioned", "start": iso(at), **self._labels()}
-                self._open_id = int(db["provisioning"].insert(row).last_pk)  # type: ignore[arg-type]
+                self._open_id = int(db.table("provisioning").insert(row).last_pk)  # type: ignore[arg-type]
             elif kind == "load_end":
                 start = at - timedelta(seconds=seconds)
-                db["provisioning"].insert(
+                db.table("provisioning").insert(
                     {
                         "owner": self.owner,
                         "kind": "load",
@@ -122,7 +120,8 @@ class ProvisioningRecorder(Store):
             owners = _instances(db)
             rows = list(
                 db.query(
-                    "SELECT id, owner, start FROM provisioning WHERE kind = 'provisioned' AND end IS NULL AND owner != ?",
+                    "SELECT id, owner, start FROM provisioning "
+                    "WHERE kind = 'provisioned' AND end IS NULL AND owner != ?",
                     [self.owner],
                 )
             )
@@ -162,9 +161,7 @@ def has_table(db: Database, name: str) -> bool:
     return bool(list(db.query("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", [name])))
 
 
-def provisioned_seconds(
-    db: Database, since: datetime, until: datetime, now: datetime | None = None
-) -> Provisioned:
+def provisioned_seconds(db: Database, since: datetime, until: datetime, now: datetime | None = None) -> Provisioned:
     """Seconds a model was provisioned within [since, until), clipped to the period."""
     now = now or utcnow()
     until = min(until, now)
@@ -185,9 +182,7 @@ def provisioned_seconds(
         intervals = []
         for owner, inst in owners.items():
             start = parse_iso(inst["started_at"])
-            end = _end_of(
-                {"owner": owner, "start": inst["started_at"], "end": inst.get("stopped_at")}, owners, now
-            )
+            end = _end_of({"owner": owner, "start": inst["started_at"], "end": inst.get("stopped_at")}, owners, now)
             if start < until and end > since:
                 intervals.append((start, end))
         return Provisioned(_clipped_total(intervals, since, until), "instances", len(intervals))
@@ -244,8 +239,7 @@ def _clipped_total(intervals: list[tuple[datetime, datetime]], since: datetime, 
     for start, end in intervals:
         lo, hi = max(start, since), min(end, until)
         if hi > lo:
-            delta = hi - lo
-            total += Decimal(delta.days * 86400 + delta.seconds) + Decimal(delta.microseconds) / MICROS
+            total += duration_s(hi - lo)
     return total
 
 

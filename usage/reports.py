@@ -13,10 +13,12 @@ wall-clock time and is allocated to groups by their share of compute seconds (by
 nothing computed), in whole micro-units with the largest-remainder method, so rows always add up to the
 total. Money in JSON is a string with exactly six decimals.
 
-Speed: one read-only connection per query (reports never block the ledger's writers); sums are one SQL
-GROUP BY over the rows; p50/p95 of latency and queue wait come from a second query run in parallel, exact
-up to `PERCENTILE_SAMPLE` rows and otherwise over a systematic sample of every k-th row (by rowid),
-nearest-rank method. See `benchmark` and `synthetic_ledger` for the timing over a million rows.
+Speed: every query opens its own read-only connection (reports never block the ledger's writers). Sums
+avoid sorting the period: each group is one index range, a time bucket on `started_at` or a route / model
+/ device on the `(key, started_at)` indexes that `prepare` adds; only `--by conversation` uses a GROUP BY.
+p50/p95 of latency and queue wait (nearest rank) come from a parallel query: exact up to
+`PERCENTILE_SAMPLE` rows, above that over a systematic sample of every k-th rowid of the period. The
+conversation outcomes run in parallel too. `firstline cost benchmark` times it over a synthetic ledger.
 """
 
 from __future__ import annotations
@@ -30,12 +32,13 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from sqlite_utils import Database
 from sqlite_utils.migrations import Migrations
 
 from usage.db import Store, connect
+from usage.errors import StorageError
 from usage.ledger import Ledger, iso, parse_iso, utcnow
 from usage.ledger import migrations as ledger_migrations
 from usage.pricing import (
@@ -44,6 +47,7 @@ from usage.pricing import (
     PeriodUsage,
     Profile,
     allocate,
+    duration_s,
     from_micros,
     money,
     to_micros,
@@ -59,18 +63,24 @@ index_migrations = Migrations("firstline.reports")
 def m001_report_indexes(db: Database) -> None:
     # (key, started_at) lets a report read each route / model / device as one index range, no sorting
     for column in ("route", "model_id", "device"):
-        db.execute(
-            f"CREATE INDEX IF NOT EXISTS idx_requests_{column}_started_at ON requests({column}, started_at)"
-        )
+        db.execute(f"CREATE INDEX IF NOT EXISTS idx_requests_{column}_started_at ON requests({column}, started_at)")
 
 
-def prepare(db_path: Path | str) -> None:
-    """Create the ledger and the report indexes if missing (a short write; reports themselves only read)."""
-    ledger_store = Store(db_path, ledger_migrations)
+def prepare(db_path: Path | str) -> bool:
+    """Create the ledger and the report indexes if missing (a short write; reports themselves only read).
+
+    Returns False when the database cannot be written (a read-only copy): reports still work, slower.
+    """
     try:
-        Store(db_path, index_migrations).close()
-    finally:
-        ledger_store.close()
+        ledger_store = Store(db_path, ledger_migrations)
+        try:
+            Store(db_path, index_migrations).close()
+        finally:
+            ledger_store.close()
+    except StorageError as exc:
+        log.warning("report indexes not created (%s); reports fall back to sorting", exc)
+        return False
+    return True
 
 
 FINISHED = ("completed", "error", "cancelled", "interrupted")
@@ -226,13 +236,9 @@ def build_report(
     db = connect(path, readonly=True)
     try:
         if not has_table(db, "requests"):
-            return Report(
-                by, profile, since or until, until, [], Row("total"), nothing, notes=["no ledger yet"]
-            )
+            return Report(by, profile, since or until, until, [], Row("total"), nothing, notes=["no ledger yet"])
         if since is None:
-            first = db.execute(
-                f"SELECT min(started_at) FROM requests WHERE +status IN {FINISHED}"
-            ).fetchone()[0]
+            first = db.execute(f"SELECT min(started_at) FROM requests WHERE +status IN {FINISHED}").fetchone()[0]
             since = _day_start(parse_iso(first)) if first else until
         since = min(since, until)
         params = [iso(since), iso(until)]
@@ -250,14 +256,14 @@ def build_report(
         provisioned = provisioned_seconds(db, since, until, now)
     finally:
         db.close()
-    rows = [replace(r, **spreads.get(r.key, {})) for r in groups]
+    rows = [replace(r, **cast(dict[str, Any], spreads.get(r.key, {}))) for r in groups]
     if isinstance(profile, CloudPerSecond):
         total = sum(r.cost_micros for r in rows)
     else:
         usage = PeriodUsage(
             requests=sum(r.requests for r in rows),
             compute_s=Decimal(sum(r.compute_micros for r in rows)) / MICROS,
-            wall_s=Decimal(str((until - since).total_seconds())),
+            wall_s=duration_s(until - since),
             provisioned_s=provisioned.seconds,
         )
         total = to_micros(profile.period_cost(usage))
@@ -316,7 +322,7 @@ def period_spend(
     if isinstance(profile, CloudPerSecond):
         cost = sum(r.cost_micros for r in rows)
     else:
-        wall = Decimal(str((until - since).total_seconds()))
+        wall = duration_s(until - since)
         usage = PeriodUsage(requests, Decimal(micros) / MICROS, wall, provisioned.seconds)
         cost = to_micros(profile.period_cost(usage))
     return Spend(requests, micros, cost, provisioned)
@@ -324,13 +330,13 @@ def period_spend(
 
 def _sums(path: Path, by: str, since: datetime, until: datetime, profile: Profile) -> list[Row]:
     """Per-group sums: one indexed query per group segment (no sort of the whole period)."""
-    scale, mult, fee = profile.sql_terms() if isinstance(profile, CloudPerSecond) else (1, 0, 0)
+    scale, mult, fee = profile.sql_terms() if isinstance(profile, CloudPerSecond) else (10, 0, 0)
     db = connect(path, readonly=True)
     try:
         columns = {row[1] for row in db.execute("PRAGMA table_info(requests)").fetchall()}
         retrieval = "coalesce(retrieval_s, 0)" if "retrieval_s" in columns else "0"
         # the inner co-routine computes each row's microseconds and scaled cost once (`LIMIT -1` keeps
-        # SQLite from flattening it, which would repeat those expressions in every CASE branch)
+        # SQLite from flattening it into the aggregate, which would re-evaluate them for every use)
         aggregate = (
             "count(*), sum(status = 'error'), sum(status = 'interrupted'), sum(mu), total(prefill_s), "
             "total(decode_s), total(rt), total(prompt_tokens), total(completion_tokens), "
@@ -346,10 +352,8 @@ def _sums(path: Path, by: str, since: datetime, until: datetime, profile: Profil
         out: list[Row] = []
         segments = _segments(db, by, since, until)
         if segments is None:  # one grouped query (conversations, or a key without its index)
-            sql = (
-                f"SELECT k, {aggregate} FROM ({inner.format(key=GROUPS[by] + ' AS k,', cond='started_at >= ? AND started_at < ?')}) "
-                "GROUP BY k ORDER BY k"
-            )
+            rows_sql = inner.format(key=GROUPS[by] + " AS k,", cond="started_at >= ? AND started_at < ?")
+            sql = f"SELECT k, {aggregate} FROM ({rows_sql}) GROUP BY k ORDER BY k"
             for k, *values in db.execute(sql, [*cost_args, mult, fee, *period]).fetchall():
                 out.append(_row(_label(by, k), values))
         else:
@@ -380,10 +384,7 @@ def _segments(db: Any, by: str, since: datetime, until: datetime) -> list[tuple[
     while key is not None:  # a loose index scan: one seek per distinct value
         keys.append(key)
         key = db.execute(f"SELECT min({column}) FROM requests WHERE {column} > ?", [key]).fetchone()[0]
-    return [
-        ("" if k is None else str(k), f"{column} IS ? AND {period}", [k, iso(since), iso(until)])
-        for k in keys
-    ]
+    return [("" if k is None else str(k), f"{column} IS ? AND {period}", [k, iso(since), iso(until)]) for k in keys]
 
 
 def _buckets(by: str, since: datetime, until: datetime) -> list[tuple[str, datetime, datetime]]:
@@ -408,8 +409,7 @@ def _buckets(by: str, since: datetime, until: datetime) -> list[tuple[str, datet
 
 def _indexed(db: Any, column: str) -> bool:
     return any(
-        row[1] == f"idx_requests_{column}_started_at"
-        for row in db.execute("PRAGMA index_list(requests)").fetchall()
+        row[1] == f"idx_requests_{column}_started_at" for row in db.execute("PRAGMA index_list(requests)").fetchall()
     )
 
 
@@ -504,7 +504,7 @@ def _total(rows: list[Row], spread: dict[str, float | None], cost_micros: int, k
         prompt_tokens=sum(r.prompt_tokens for r in rows),
         completion_tokens=sum(r.completion_tokens for r in rows),
         cost_micros=cost_micros,
-        **spread,  # type: ignore[arg-type]
+        **spread,
     )
 
 
@@ -589,17 +589,19 @@ def _outcomes(db: Database, since: datetime, until: datetime, a: Assumptions) ->
     params = [iso(since), iso(until)]
     tickets = has_table(db, "tickets")
     if has_table(db, "conversations"):
-        escalated = "c.status = 'human' OR EXISTS (SELECT 1 FROM requests r WHERE r.conversation_id = c.id AND r.route = 'human')"
+        # each IN (subquery) is evaluated once into a temporary index, then probed per conversation
+        escalated = (
+            "c.status = 'human' "
+            "OR c.id IN (SELECT conversation_id FROM requests WHERE route = 'human' AND started_at >= ?)"
+        )
         resolved_ticket = "0"
         if tickets:
-            escalated += " OR EXISTS (SELECT 1 FROM tickets t WHERE t.conversation_id = c.id)"
-            resolved_ticket = (
-                "EXISTS (SELECT 1 FROM tickets t WHERE t.conversation_id = c.id AND t.status = 'resolved')"
-            )
+            escalated += " OR c.id IN (SELECT conversation_id FROM tickets)"
+            resolved_ticket = "c.id IN (SELECT conversation_id FROM tickets WHERE status = 'resolved')"
         row = db.execute(
             f"SELECT count(*), total(esc), total(CASE WHEN esc THEN res ELSE 1 END) FROM (SELECT ({escalated}) AS esc, "
             f"({resolved_ticket}) AS res FROM conversations c WHERE c.created_at >= ? AND c.created_at < ?)",
-            params,
+            [iso(since), *params],
         ).fetchone()
         source = "conversations"
     elif has_table(db, "requests"):
@@ -646,7 +648,7 @@ def _staff_time(db: Any, since: datetime, until: datetime) -> tuple[int, Decimal
             elif ticket_id in claimed:
                 began = claimed.pop(ticket_id)
                 if since <= when < until:
-                    total += Decimal(str((when - began).total_seconds()))
+                    total += max(Decimal(0), duration_s(when - began))
                     tickets.add(ticket_id)
         return len(tickets), total
     rows = db.execute(
@@ -655,7 +657,7 @@ def _staff_time(db: Any, since: datetime, until: datetime) -> tuple[int, Decimal
         [iso(since), iso(until)],
     ).fetchall()
     for began, ended in rows:
-        total += Decimal(str(max(0.0, (_parse_any(ended) - _parse_any(began)).total_seconds())))
+        total += max(Decimal(0), duration_s(_parse_any(ended) - _parse_any(began)))
     return len(rows), total
 
 
@@ -666,81 +668,64 @@ def _parse_any(text: str) -> datetime:
 
 # -- benchmark ----------------------------------------------------------------------------------------
 _COLUMNS = (
-    "request_id",
-    "conversation_id",
-    "route",
-    "status",
-    "model_id",
-    "device",
-    "started_at",
-    "finished_at",
-    "queue_wait_s",
-    "prefill_s",
-    "decode_s",
-    "compute_s",
-    "latency_s",
-    "prompt_tokens",
-    "completion_tokens",
-    "cached_tokens",
-    "cost_micros",
-    "profile",
-    "profile_version",
-    "currency",
-    "owner",
-)
+    "request_id", "conversation_id", "route", "status", "model_id", "device", "started_at", "finished_at",
+    "queue_wait_s", "prefill_s", "decode_s", "compute_s", "latency_s", "prompt_tokens", "completion_tokens",
+    "cached_tokens", "cost_micros", "profile", "profile_version", "currency", "owner",
+)  # fmt: skip
+_MODELS = (("SmolLM2-135M-Instruct.Q4_1", "CPU"), ("qwen2.5-7b-instruct-q4_k_m", "CUDA"))
 
 
 def synthetic_ledger(
-    path: Path | str, n: int, *, days: int = 365, seed: int = 7, start: datetime | None = None
+    path: Path | str,
+    n: int,
+    *,
+    days: int = 365,
+    seed: int = 7,
+    start: datetime | None = None,
+    with_conversations: bool = False,
 ) -> int:
-    """Fill a (new) ledger database with `n` finished, plausible requests over `days` days; returns n."""
+    """Fill a new ledger database with `n` finished, plausible requests over `days` days; returns n.
+
+    Four requests per conversation; with `with_conversations` (and a `conversations` table) the
+    conversations are written too. For benchmarks: `firstline cost benchmark --rows 1000000`.
+    """
     Ledger(path, heartbeat=False).close()
     rng = random.Random(seed)
     start = start or datetime(2025, 1, 1, tzinfo=UTC)
     step = days * 86400 / max(1, n)
-    models = [("SmolLM2-135M-Instruct.Q4_1", "CPU"), ("qwen2.5-7b-instruct-q4_k_m", "CUDA")]
+    conversations: list[tuple[str, str, str]] = []
 
     def rows() -> Any:
         for i in range(n):
             began = start + timedelta(seconds=i * step + rng.random() * step)
             route = rng.choices(("model", "faq", "human"), (70, 25, 5))[0]
-            model_id, device = models[i % 7 == 0]
+            model_id, device = _MODELS[i % 7 == 0] if route == "model" else ("", "")
             prefill = rng.uniform(0.05, 0.6) if route == "model" else 0.0
             decode = rng.lognormvariate(0.8, 0.5) if route == "model" else 0.0
             wait = rng.expovariate(8.0)
-            status = "completed" if rng.random() > 0.01 else "error"
             took = wait + prefill + decode + 0.005
-            cost = CloudPerSecond().request_cost_micros(prefill + decode)
+            status = "completed" if rng.random() > 0.01 else "error"
+            conversation = f"conv{i // 4:08d}"
+            if i % 4 == 0:
+                conversations.append((conversation, iso(began), "human" if rng.random() < 0.15 else "bot"))
             yield (
-                f"syn{i:09d}",
-                f"conv{i // 4:08d}",
-                route,
-                status,
-                model_id if route == "model" else "",
-                device if route == "model" else "",
-                iso(began),
-                iso(began + timedelta(seconds=took)),
-                wait,
-                prefill,
-                decode,
-                prefill + decode,
-                took,
-                rng.randint(80, 900),
-                int(decode * 60),
-                0,
-                cost,
-                "cloud-gpu-per-second",
-                1,
-                "EUR",
-                "synthetic",
-            )
+                f"syn{i:09d}", conversation, route, status, model_id, device, iso(began),
+                iso(began + timedelta(seconds=took)), wait, prefill, decode, prefill + decode, took,
+                rng.randint(80, 900), int(decode * 60), 0, CloudPerSecond().request_cost_micros(prefill + decode),
+                "cloud-gpu-per-second", 1, "EUR", "synthetic",
+            )  # fmt: skip
 
     db = connect(path)
     try:
         db.execute("BEGIN IMMEDIATE")
-        db.conn.executemany(
-            f"INSERT INTO requests ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))})", rows()
-        )
+        columns = ", ".join(_COLUMNS)
+        db.conn.executemany(f"INSERT INTO requests ({columns}) VALUES ({', '.join('?' * len(_COLUMNS))})", rows())
+        if with_conversations and has_table(db, "conversations"):
+            db.conn.executemany(
+                "INSERT OR IGNORE INTO conversations (id, created_at, updated_at, lang, status) "
+                "VALUES (?, ?, ?, 'en', ?)",
+                ((c, at, at, status) for c, at, status in conversations),
+            )
         db.execute("COMMIT")
     finally:
         db.close()
@@ -757,3 +742,35 @@ def benchmark(
         build_report(path, profile, by=by)
         timings[by] = round(time.perf_counter() - t0, 3)
     return timings
+
+
+LATENCY_EDGES = (0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 8.0, 13.0, 20.0, 30.0, 60.0)
+
+
+def latency_labels() -> list[str]:
+    """The latency histogram's bucket names, in order."""
+    labels = [f"< {LATENCY_EDGES[0]} s"]
+    labels += [f"{lo}-{hi} s" for lo, hi in zip(LATENCY_EDGES, LATENCY_EDGES[1:], strict=False)]
+    return [*labels, f">= {LATENCY_EDGES[-1]} s"]
+
+
+def latency_histogram(db_path: Path | str, since: datetime, until: datetime) -> list[tuple[str, int]]:
+    """Finished requests per latency bucket in [since, until): one scan, no sorting."""
+    labels = latency_labels()
+    path = Path(db_path)
+    if not path.exists():
+        return [(label, 0) for label in labels]
+    db = connect(path, readonly=True)
+    try:
+        if not has_table(db, "requests"):
+            return [(label, 0) for label in labels]
+        counts = ", ".join(f"total(latency_s < {edge})" for edge in LATENCY_EDGES)
+        cumulative = db.execute(
+            f"SELECT {counts}, count(latency_s) FROM requests "
+            f"WHERE +status IN {FINISHED} AND started_at >= ? AND started_at < ?",
+            [iso(since), iso(until)],
+        ).fetchone()
+    finally:
+        db.close()
+    values = [int(v) for v in cumulative]
+    return [(label, values[0] if i == 0 else values[i] - values[i - 1]) for i, label in enumerate(labels)]

@@ -1,0 +1,240 @@
+"""`firstline kb ingest|search` and `firstline eval`: the knowledge base and the evaluation harness.
+
+ui.cli imports this module at its end, so this module does not import ui.cli at import time (under
+`python -m ui.cli`, or when this module is imported first, that would load a half-initialised copy).
+The shared helpers (friendly_errors, emit, fail) are looked up when a command runs; the two options are
+declared here exactly as ui.cli declares them.
+"""
+
+from __future__ import annotations
+
+import csv
+import functools
+import os
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from types import ModuleType
+from typing import Any, TypeVar
+
+import click
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _cli() -> ModuleType:
+    """The running ui.cli module (it is `__main__` under `python -m ui.cli`)."""
+    main = sys.modules.get("__main__")
+    if main is not None and getattr(getattr(main, "__spec__", None), "name", None) == "ui.cli":
+        return main
+    import importlib
+
+    return sys.modules.get("ui.cli") or importlib.import_module("ui.cli")
+
+
+def data_dir_option(func: F) -> F:
+    """--data-dir, as ui.cli.data_dir_option."""
+    return click.option(
+        "--data-dir",
+        type=click.Path(file_okay=False, path_type=Path),
+        default=None,
+        envvar="FIRSTLINE_DATA_DIR",
+        help="Data directory (database, indexes). Default: $FIRSTLINE_DATA_DIR or ~/.local/share/firstline.",
+    )(func)
+
+
+def json_option(func: F) -> F:
+    """--json, as ui.cli.json_option."""
+    return click.option("--json", "as_json", is_flag=True, help="Print one JSON document on stdout.")(func)
+
+
+def friendly_errors(func: F) -> F:
+    """ui.cli.friendly_errors, looked up when the command runs."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        return _cli().friendly_errors(func)(*args, **kwargs)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def emit(payload: dict[str, Any]) -> None:
+    """ui.cli.emit: one JSON document on stdout."""
+    _cli().emit(payload)
+
+
+def fail(message: str, code: int = 1) -> None:
+    """ui.cli.fail: one line on stderr, non-zero exit."""
+    _cli().fail(message, code)
+
+
+@contextmanager
+def open_kb(data_dir: Path | None) -> Iterator[Any]:
+    """The knowledge base in the data directory, with the embedder the settings ask for."""
+    from bot.embeddings import load_embedder
+    from bot.knowledge import KnowledgeBase, KnowledgeSettings
+    from bot.settings import BotSettings
+
+    bot_settings = BotSettings() if data_dir is None else BotSettings(data_dir=data_dir)
+    kb = KnowledgeBase(bot_settings.database_path, embedder=load_embedder(KnowledgeSettings().embeddings))
+    try:
+        yield kb
+    finally:
+        kb.close()
+
+
+@click.group()
+def kb() -> None:
+    """Knowledge base: ingest documents, try searches."""
+
+
+@kb.command()
+@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--exclude", multiple=True, help="Glob of paths (relative to a folder) to leave out; repeatable.")
+@data_dir_option
+@json_option
+@friendly_errors
+def ingest(paths: tuple[Path, ...], exclude: tuple[str, ...], data_dir: Path | None, as_json: bool) -> None:
+    """Add or update documents from files and folders (Markdown, HTML, text, PDF, FAQ JSON/JSONL/CSV).
+
+    Unchanged files are skipped, changed ones replaced, and files gone from a given folder removed.
+    """
+    with open_kb(data_dir) as base:
+        report = base.ingest(list(paths), progress=True, exclude=exclude)
+    payload = report.as_dict()
+    if as_json:
+        emit(payload)
+    else:
+        click.echo(
+            "{documents} documents, {chunks} chunks: {added} added, {updated} updated, {unchanged} unchanged, "
+            "{skipped} skipped, {removed} removed".format(**payload)
+        )
+    for path, reason in report.errors:
+        if not as_json:
+            click.echo(f"firstline: {path}: {reason}", err=True)
+    if report.errors and not (report.added or report.updated or report.unchanged):
+        raise SystemExit(1)  # nothing usable was given
+
+
+@kb.command()
+@click.argument("query")
+@click.option("--top", type=click.IntRange(1, 50), default=5, show_default=True, help="Results to show.")
+@click.option("--lang", type=click.Choice(["de", "en"]), default=None, help="Search only this language.")
+@data_dir_option
+@json_option
+@friendly_errors
+def search(query: str, top: int, lang: str | None, data_dir: Path | None, as_json: bool) -> None:
+    """Show what retrieval finds for a question (score: 0..1 relevance, best first)."""
+    with open_kb(data_dir) as base:
+        results = base.search(query, lang, top=top)  # type: ignore[arg-type]
+    if as_json:
+        emit({"results": [s.as_dict() for s in results]})
+        return
+    if not results:
+        click.echo("no results", err=True)
+    for n, s in enumerate(results, 1):
+        where = f"{s.path} ({s.section})" if s.section else s.path
+        click.echo(f"{n}. [{s.score:.3f}] {s.title} - {where}")
+        snippet = " ".join(s.snippet.split())
+        click.echo(f"   {snippet[:200]}{'…' if len(snippet) > 200 else ''}")
+
+
+@click.command("eval")
+@click.argument("questions", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--limit", type=click.IntRange(1), default=None, help="Only the first N questions.")
+@click.option("--faq-threshold", type=click.FloatRange(0, 1), default=None, help="FAQ fast-path threshold.")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Per-question CSV.")
+@data_dir_option
+@json_option
+@friendly_errors
+def eval_command(
+    questions: Path,
+    limit: int | None,
+    faq_threshold: float | None,
+    out: Path | None,
+    data_dir: Path | None,
+    as_json: bool,
+) -> None:
+    """Run a question set (JSON Lines) through the chat path and score it.
+
+    Retrieval hit@k uses the knowledge base's search directly (independent of routing); see
+    bot/evaluation.py for every definition.
+    """
+    from bot import evaluation
+    from bot.knowledge import KnowledgeBase, ensure_demo_kb
+    from ui.services import build_services
+
+    try:
+        items = evaluation.load_questions(questions, limit)
+    except (ValueError, UnicodeDecodeError) as exc:
+        fail(str(exc), 2)
+    if faq_threshold is not None:  # the entry point composes settings; the bot reads them from here
+        os.environ["FIRSTLINE_FAQ_THRESHOLD"] = str(faq_threshold)
+    services = build_services(data_dir)
+    base = getattr(services, "knowledge", None)  # the chat's own knowledge base: metrics match the product
+    own_kb = base is None
+    if base is None:
+        from bot.embeddings import load_embedder
+        from bot.knowledge import KnowledgeSettings
+
+        base = KnowledgeBase(
+            services.bot_settings.database_path, embedder=load_embedder(KnowledgeSettings().embeddings)
+        )
+    try:
+        ensure_demo_kb(base)
+        results = evaluation.run(services, base, items)
+    finally:
+        if own_kb:
+            base.close()
+        services.close()
+    payload = evaluation.report(results)
+    if out is not None:
+        write_rows(out, payload["rows"])
+    if as_json:
+        emit(payload)
+        return
+    print_report(payload)
+
+
+def write_rows(path: Path, rows: list[dict[str, Any]]) -> None:
+    """The per-question rows as CSV."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="", encoding="utf-8") as fh:
+        fields = list(rows[0]) if rows else ["question"]
+        writer = csv.DictWriter(fh, fieldnames=fields)
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: ";".join(v) if isinstance(v, tuple | list) else v for k, v in row.items()})
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.3f}"
+    return str(value)
+
+
+def print_report(payload: dict[str, Any]) -> None:
+    """Human-readable tables: headline figures, per language, FAQ thresholds, questions."""
+    keys = [k for k, v in payload.items() if not isinstance(v, dict | list)]
+    width = max(len(k) for k in keys)
+    for k in keys:
+        click.echo(f"{k:<{width}}  {_fmt(payload[k])}")
+    click.echo("\nper language       questions  hit@1  hit@3")
+    for lang, row in payload["by_language"].items():
+        click.echo(
+            f"  {lang:<16} {row['questions']:>9}  {_fmt(row['retrieval_hit_at_1']):>5}  "
+            f"{_fmt(row['retrieval_hit_at_3']):>5}"
+        )
+    click.echo("\nfaq threshold  answers  share  precision")
+    for row in payload["faq_threshold_tradeoff"]:
+        click.echo(
+            f"  {row['threshold']:<12.2f} {row['faq_answers']:>7}  {row['faq_share']:.3f}  {row['faq_precision']:.3f}"
+        )
+    click.echo("\nroute  hit@1 hit@3 esc/should  latency  question")
+    for r in payload["rows"]:
+        esc = f"{_fmt(r['escalated'])[0]}/{_fmt(r['should_escalate'])[0]}"
+        flags = f"{_fmt(r['hit_at_1']):>5} {_fmt(r['hit_at_3']):>5} {esc}"
+        click.echo(f"{r['route']:<6} {flags:<22} {r['latency_s']:>7.2f}s  {r['question'][:70]}")
