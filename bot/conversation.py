@@ -244,10 +244,14 @@ class Bot:
             Generator[BaseMessageChunk, None, None],
             self.llm.stream(messages, max_tokens=max_tokens, usage_sink=usages.append),
         )
-        deadline = time.monotonic() + self.settings.model_timeout_s
+        # The timeout bounds generation, not the wait for the model: under load a request may queue
+        # behind others (that wait is reported as queue_wait_s), and it starts at the first token.
+        deadline: float | None = None
         failure: str | None = None
         try:
             for chunk in stream:
+                if deadline is None:
+                    deadline = time.monotonic() + self.settings.model_timeout_s
                 piece = str(chunk.content)
                 if piece:
                     pieces.append(piece)

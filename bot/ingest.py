@@ -10,6 +10,9 @@ Every reader raises `UnreadableFile` with a one-line, operator-facing reason for
 `analyze` is the one place where text becomes index terms, for documents and queries alike: lower-case
 words, stop words dropped, Snowball-stemmed per language (German or English), then folded to ASCII
 (ä -> a, ß -> ss), so "Kündigung", "kuendigen" and "Kündigungen" meet, as do "payments" and "paying".
+`expand_query` then matches query terms to the index vocabulary (`Lexicon`): typos by edit distance,
+German compounds by their parts, words by the longer terms that contain them. Nothing here is specific
+to one company's documents: only general function words are stop words.
 """
 
 from __future__ import annotations
@@ -182,6 +185,7 @@ def parse_markdown(text: str, stem: str, default_lang: Lang = "en") -> Article:
 
 
 _DROP_TAGS = ("script", "style", "nav", "header", "footer", "aside", "noscript", "form", "svg", "iframe", "template")
+_DROP_ROLES = ["navigation", "banner", "contentinfo", "search", "complementary", "dialog"]
 _BLOCK_TAGS = (
     "p", "div", "li", "ul", "ol", "br", "tr", "table", "section", "article", "main",
     "blockquote", "pre", "dd", "dt", "h4", "h5", "h6",
@@ -207,11 +211,11 @@ def parse_html(text: str, stem: str, default_lang: Lang = "en") -> Article:
     h1 = soup.find("h1")
     if not title and h1 is not None:
         title = h1.get_text(" ", strip=True)
-    for tag in soup.find_all(_DROP_TAGS):
+    for tag in soup.find_all(_DROP_TAGS) + soup.find_all(attrs={"role": _DROP_ROLES}):
         tag.decompose()
     if soup.head is not None:
         soup.head.decompose()
-    body = soup.body or soup
+    body = soup.find("main") or soup.find("article") or soup.body or soup  # the content, not the page frame
     sections: list[tuple[str, str]] = []
     heading, parts = "", list[str]()
     for node in body.descendants:
@@ -555,6 +559,7 @@ def expand_query(terms: Sequence[str], lexicon: Lexicon) -> list[QueryTerm]:
             parts += [term[i:] for i in range(3, len(term) - 3) if term[i:] in vocab][:2]
             for v in parts:
                 alts.setdefault(v, 0.6)
-        dfs = [vocab[a] for a in alts] or [1]
-        out.append(QueryTerm(term, idf(min(dfs), n) if alts else 0.5 * idf(1, n), tuple(alts.items())))
+        # weight: the word's own rarity (or its best stand-in's); a word the index lacks counts as rare
+        primary = next(iter(alts), "")
+        out.append(QueryTerm(term, idf(vocab.get(primary, 1), n), tuple(alts.items())))
     return out

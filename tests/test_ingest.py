@@ -99,6 +99,7 @@ def test_every_format_is_ingested_with_title_path_section_and_language(kb: Knowl
     assert set(html) == {"", "Place the router well", "Use a repeater"}
     all_html = " ".join(html.values())
     assert "tracking" not in all_html and "Help centre menu" not in all_html and "footer" not in all_html
+    assert "cookies" not in all_html
     assert "Not in a cupboard" in html["Place the router well"]
     pdf = [(s, t) for p, s, t in sections if p.endswith(".pdf")]
     assert pdf[0][0] == "page 1" and "reset button" in pdf[0][1]

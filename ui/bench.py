@@ -222,6 +222,9 @@ def run_bench(options: BenchOptions, progress: Callable[[str], None] | None = No
     with tempfile.TemporaryDirectory(prefix="firstline-bench-", dir=options.work_dir) as tmp:
         bench.work_dir = Path(tmp)
         bench.details["load_before"] = os.getloadavg()
+        from ui.bench_system import machine_info
+
+        bench.details["machine"] = machine_info()
         for name in selected:
             bench.section = name
             bench.progress(f"[{name}] ...")

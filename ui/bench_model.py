@@ -5,6 +5,7 @@ accuracy of the ledger's compute seconds against an outside clock.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -187,7 +188,9 @@ def decode(bench: Bench, shared: Shared) -> None:
         plain_runs: list[tuple[float | None, float | None, int]] = []
         native_runs: list[dict[str, float | None]] = []
         native = None
+        loads: list[float] = []
         for i in range(opts.reps):
+            loads.append(round(os.getloadavg()[0], 2))
             model.reset_cache()  # every run prefills the whole prompt, as a new conversation would
             turns.append(run_turn(services, f"bench-decode-{i}", LONG_QUESTION))
             if i == 0:
@@ -264,8 +267,14 @@ def decode(bench: Bench, shared: Shared) -> None:
             "TTFT firstline / native",
         )
         bench.details["decode_runs"] = [
-            {"firstline_tok_s": a, "llama_cpp_python_tok_s": b, "native_tok_s": c, "firstline_ttft_ms": _ms(t)}
-            for a, b, c, t in zip(a_list, b_list, c_list, a_ttfts, strict=True)
+            {
+                "firstline_tok_s": a,
+                "llama_cpp_python_tok_s": b,
+                "native_tok_s": c,
+                "firstline_ttft_ms": _ms(t),
+                "load": ld,
+            }
+            for a, b, c, t, ld in zip(a_list, b_list, c_list, a_ttfts, loads, strict=True)
         ]
         if native is not None:
             if not opts.quick:

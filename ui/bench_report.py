@@ -179,7 +179,7 @@ def write_plot(bench: Bench, path: Path) -> bool:
         ax.set_axis_off()
     _bars(
         axes[1][1],
-        "Small latencies (ms)",
+        "Small latencies (ms, log scale)",
         [
             ("ledger p50", v("ledger.overhead.p50")),
             ("ledger p95", v("ledger.overhead.p95")),
@@ -188,6 +188,7 @@ def write_plot(bench: Bench, path: Path) -> bool:
             ("FAQ p95", v("faq.latency.p95")),
             ("state\nrestore", v("cache.state.restore_ms")),
         ],
+        log=True,
     )
     m = bench.details.get("machine") or {}
     fig.suptitle(f"firstline bench: {m.get('cpu', '')}, {m.get('cores', '?')} cores, {m.get('date', '')}")
@@ -197,7 +198,7 @@ def write_plot(bench: Bench, path: Path) -> bool:
     return True
 
 
-def _bars(ax: Any, title: str, items: list[tuple[str, float | None]]) -> None:
+def _bars(ax: Any, title: str, items: list[tuple[str, float | None]], log: bool = False) -> None:
     items = [(k, val) for k, val in items if val is not None]
     if not items:
         ax.set_axis_off()
@@ -205,5 +206,7 @@ def _bars(ax: Any, title: str, items: list[tuple[str, float | None]]) -> None:
     bars = ax.bar([k for k, _ in items], [val for _, val in items], color="#4c72b0")
     for bar, (_, val) in zip(bars, items, strict=True):
         ax.annotate(fmt(val, 1), (bar.get_x() + bar.get_width() / 2, bar.get_height()), ha="center", va="bottom")
+    if log:
+        ax.set_yscale("log")
     ax.set_title(title)
     ax.tick_params(axis="x", labelsize=8)

@@ -88,7 +88,7 @@ def machine_info() -> dict[str, Any]:
 
 
 def machine(bench: Bench, shared: Shared) -> None:
-    info = machine_info()
+    info = bench.details.get("machine") or machine_info()
     bench.details["machine"] = info
     bench.add("machine.cores", info["cores"], "cores", info["cpu"])
     bench.add("machine.load_1min", info["load_avg"][0], "load", "1-minute load average at start")

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bot.conversation import Bot
+from bot.embeddings import load_embedder
 from bot.conversations import ConversationStore
 from bot.knowledge import KnowledgeBase, KnowledgeSettings, ensure_demo_kb
 from bot.settings import BotSettings
@@ -94,7 +95,7 @@ def build_services(data_dir: Path | None = None, model: ChatModel | None = None,
         chat_model = load_model(model_settings, server_settings.model_backend)
     budget = BudgetGuard(db_path, profiles, profile=ledger.profile.name)
     store = ConversationStore(db_path)
-    knowledge = KnowledgeBase(db_path)
+    knowledge = KnowledgeBase(db_path, embedder=load_embedder(knowledge_settings.embeddings))
     if demo_kb and server_settings.demo_kb == "auto":
         report = ensure_demo_kb(knowledge)
         if report is not None:
