@@ -18,7 +18,7 @@ from typing import cast
 from langchain_core.messages import AIMessage, BaseMessage, BaseMessageChunk, HumanMessage
 
 from bot import escalation, prompts
-from bot.conversations import ConversationStore
+from bot.conversations import ConversationStore, check_conversation_id
 from bot.errors import InputError
 from bot.knowledge import KnowledgeBase, KnowledgeSettings
 from bot.language import detect_language
@@ -81,9 +81,10 @@ class Bot:
 
     def stream_message(self, conversation_id: str, text: str, lang: Lang | None = None) -> Iterator[Delta | Reply]:
         """Answer one customer message, yielding Delta pieces and finally the Reply."""
-        conv = self.store.ensure(conversation_id)
-        previous_lang: Lang = conv.get("lang") or self.settings.default_language  # type: ignore[assignment]
-        text = self.clean_input(text, previous_lang)
+        known = self.store.get(check_conversation_id(conversation_id))
+        previous_lang: Lang = (known or {}).get("lang") or self.settings.default_language  # type: ignore[assignment]
+        text = self.clean_input(text, previous_lang)  # refused input leaves no row behind, not even the conversation
+        conv = known or self.store.ensure(conversation_id)
         lang = lang or detect_language(text, fallback=previous_lang)
         if conv.get("lang") != lang:
             self.store.set_fields(conversation_id, lang=lang)

@@ -1,7 +1,7 @@
 """Benchmark section: concurrent chat sessions through the running server.
 
 `firstline serve` runs as a subprocess on a free port with the real model; each session is its own
-gradio_client.Client in its own thread, sending turns of one conversation back to back. Per level we
+gradio_client.Client in its own thread, sending turns back to back (two per conversation, then a new one). Per level we
 report total generated tokens/s across sessions (tokens from the server's ledger / wall clock), requests/s,
 and per-request latency and time to first streamed token (p50/p95).
 """
@@ -25,11 +25,14 @@ from ui.bench import Bench, Shared, fmt, percentile, ratio
 QUESTIONS = (
     "Explain in detail how I can make my home Wi-Fi faster and more reliable.",
     "Describe step by step how to set up the Lumebox 7 router after unpacking it.",
-    "What should I check, in order, when my landline phone has no dial tone?",
+    "My router keeps losing the connection every evening. What can I try, step by step?",
     "Give me a detailed list of things to try when video calls keep freezing at home.",
     "Explain in detail how to protect my home network from strangers and phishing.",
     "Describe everything I should do before and after moving my internet line to a new flat.",
 )
+
+
+TURNS_PER_CONVERSATION = 2
 
 
 def free_port() -> int:
@@ -123,6 +126,11 @@ def _session(
     barrier.wait()
     history: Any = []
     for turn in range(turns):
+        if turn and turn % TURNS_PER_CONVERSATION == 0:
+            # a new conversation (new Gradio session, new server-side id): a long one would end in a
+            # hand-over to staff (repeated questions), after which the bot stays silent
+            client.reset_session()
+            history = []
         text = QUESTIONS[(index + turn) % len(QUESTIONS)]
         t0 = time.perf_counter()
         first = None
