@@ -86,7 +86,10 @@ def call(
     session_hash = session_hash or secrets.token_hex(6)
     body = {"data": data, "fn_index": index, "session_hash": session_hash, "event_data": None, "trigger_id": None}
     with httpx.Client(cookies=cookies, timeout=timeout) as client:
-        r = client.post(base + "/gradio_api/queue/join", json=body)
+        # json.dumps escapes lone surrogates as \\udXXX (httpx's json= cannot encode them at all)
+        r = client.post(
+            base + "/gradio_api/queue/join", content=json.dumps(body), headers={"Content-Type": "application/json"}
+        )
         out = Outcome(r.status_code, join_body=r.text)
         if r.status_code != 200:
             return out

@@ -70,7 +70,7 @@ class BenchOptions:
     ledger_rows: int = 1_000_000
     faq_requests: int = 100
     sessions: tuple[int, ...] = (1, 4, 16)
-    server_requests: int = 32  # per concurrency level (at least two turns per session)
+    server_requests: int = 16  # per concurrency level (at least one turn per session)
     server_max_tokens: int = 64
     llama_bench: Path | None = None
     work_dir: Path | None = None

@@ -97,9 +97,12 @@ class ServerProcess:
                 "COALESCE(SUM(queue_wait_s), 0) FROM requests WHERE started_at >= ? AND route = 'model'",
                 [since],
             ).fetchone()
+            routes = dict(
+                conn.execute("SELECT route, COUNT(*) FROM requests WHERE started_at >= ? GROUP BY route", [since])
+            )
         finally:
             conn.close()
-        return {"requests": row[0], "tokens": row[1], "compute_s": row[2], "queue_wait_s": row[3]}
+        return {"requests": row[0], "tokens": row[1], "compute_s": row[2], "queue_wait_s": row[3], "routes": routes}
 
 
 def _assistant_text(history: Any) -> str:
@@ -149,8 +152,8 @@ def _session(
 
 
 def run_level(server: ServerProcess, sessions: int, requests: int) -> dict[str, Any]:
-    """`sessions` concurrent conversations, about `requests` turns in all (at least two per session)."""
-    turns = max(2, math.ceil(requests / sessions))
+    """`sessions` concurrent sessions, about `requests` turns in all (at least one per session)."""
+    turns = max(1, math.ceil(requests / sessions))
     barrier = threading.Barrier(sessions + 1)
     out: list[dict[str, Any]] = []
     errors: list[str] = []

@@ -235,6 +235,10 @@ from ui.cli_kb import eval_command, kb  # noqa: E402
 main.add_command(kb)
 main.add_command(eval_command)
 
+from ui.cli_ops import housekeeping  # noqa: E402
+
+main.add_command(housekeeping)
+
 
 if __name__ == "__main__":  # pragma: no cover
     main()
