@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
-.PHONY: install run test test-fast lint format bench stress system-deps clean
+.PHONY: install run test test-fast lint format bench stress system-deps clean docs
 
 # Creates the virtual environment and installs firstline with its pinned dependencies.
 # The first run compiles llama.cpp (llama-cpp-python has no CPU wheel on PyPI): ~9 minutes on 2 cores.
@@ -52,3 +52,6 @@ bench: install
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build *.egg-info
+
+docs: install
+	$(BIN)/python -m ui.settings_doc

@@ -264,9 +264,9 @@ class Bot:
         except GeneratorExit:
             stream.close()
             self.ledger.finish(rid, status="cancelled", measurement=_measure(usages, decision.retrieval_s))
-            if pieces:
-                self.store.add_message(conversation_id, "assistant", "".join(pieces), lang=lang, request_id=rid,
-                                       route="model")  # fmt: skip
+            if pieces:  # a partial answer is kept, sanitised like a whole one
+                self.store.add_message(conversation_id, "assistant", sanitize_answer("".join(pieces)), lang=lang,
+                                       request_id=rid, route="model")  # fmt: skip
             raise
         except GenerationError as exc:
             failure = str(exc)
@@ -279,9 +279,9 @@ class Bot:
                 measurement=_measure(usages, decision.retrieval_s),
                 error=failure[:500],
             )
-            if pieces:
-                self.store.add_message(conversation_id, "assistant", "".join(pieces), lang=lang, request_id=rid,
-                                       route="model")  # fmt: skip
+            if pieces:  # a partial answer is kept, sanitised like a whole one
+                self.store.add_message(conversation_id, "assistant", sanitize_answer("".join(pieces)), lang=lang,
+                                       request_id=rid, route="model")  # fmt: skip
             yield self._escalate(conversation_id, rid, text, lang, history, escalation.MODEL_FAILURE, sources)
             return
         answer = sanitize_answer("".join(pieces).strip(), [s.url for s in sources])

@@ -355,7 +355,7 @@ def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
     return time.perf_counter() - t0, result
 
 
-def spread(values: Iterable[float]) -> str:
+def spread(values: Iterable[float | None]) -> str:
     """'min-max' of a few values, for notes."""
     vals = [v for v in values if v is not None]
     return f"{fmt(min(vals))}-{fmt(max(vals))}" if vals else "n/a"

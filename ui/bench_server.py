@@ -44,7 +44,7 @@ def free_port() -> int:
 class ServerProcess:
     """`firstline serve` with the real model on a free port, its log in the data directory."""
 
-    def __init__(self, data_dir: Path, max_tokens: int) -> None:
+    def __init__(self, data_dir: Path, max_tokens: int, extra_env: dict[str, str] | None = None) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.db = data_dir / "firstline.db"
@@ -54,6 +54,7 @@ class ServerProcess:
             "FIRSTLINE_DATA_DIR": str(data_dir),
             "FIRSTLINE_MODEL_BACKEND": "llama",
             "FIRSTLINE_MAX_TOKENS": str(max_tokens),
+            **(extra_env or {}),
         }
         self._fh = self.log.open("w")
         self.proc = subprocess.Popen(
@@ -200,6 +201,33 @@ def concurrency(bench: Bench, shared: Shared) -> None:
             levels.append(run_level(server, n, opts.server_requests))
     finally:
         server.stop()
+    cores = os.cpu_count() or 1
+    top = max(opts.sessions)
+    if not opts.quick and cores > 1 and "FIRSTLINE_N_THREADS" not in os.environ:
+        # the same top level with one core left to the server and the clients (see the note below)
+        bench.progress(f"{top} sessions again with FIRSTLINE_N_THREADS={cores - 1} ...")
+        server = ServerProcess(bench.workspace("server-threads"), opts.server_max_tokens,
+                               {"FIRSTLINE_N_THREADS": str(cores - 1)})  # fmt: skip
+        try:
+            server.wait_ready()
+            run_level(server, 1, 1)
+            fewer = run_level(server, top, opts.server_requests)
+        finally:
+            server.stop()
+        tps = ratio(fewer["ledger"]["tokens"], fewer["wall_s"])
+        bench.add(
+            f"server.sessions_{top}.threads_{cores - 1}.total_tokens_per_s",
+            tps,
+            "tok/s",
+            f"{top} sessions, llama.cpp on {cores - 1} of {cores} cores: generated tokens/s",
+        )
+        p50 = percentile(fewer["latencies"], 50)
+        bench.add(
+            f"server.sessions_{top}.threads_{cores - 1}.latency.p50",
+            p50 and p50 * 1000,
+            "ms",
+            f"{top} sessions, {cores - 1} thread(s): request latency p50",
+        )
     bench.details["server_levels"] = [{k: v for k, v in lv.items() if k not in ("latencies", "ttfts")} for lv in levels]
     for lv in levels:
         n = lv["sessions"]

@@ -83,6 +83,8 @@ def respond(
     lang_choice: str = "auto",
 ) -> Iterator[tuple[str, ChatHistory, str, int]]:
     """Gradio handler: add the customer's message, then stream the answer into the last bubble."""
+    # lone surrogates cannot be sent back as JSON (the echo would fail); the bot cleans the rest
+    message = str(message or "").encode("utf-8", "replace").decode("utf-8")
     conversation_id = conversation_id or new_conversation_id()
     history = list(history or [])
     history.append({"role": "user", "content": message})
