@@ -164,7 +164,9 @@ def build_app(services: Services, extra_mounts: list[Callable[[FastAPI, Services
     return app
 
 
-def mount_protected(app: FastAPI, services: Services, blocks: gr.Blocks, path: str, role: str) -> None:
+def mount_protected(
+    app: FastAPI, services: Services, blocks: gr.Blocks, path: str, role: str, css: str | None = None
+) -> None:
     """Mount a Gradio app that only users with `role` (or admins) may use, on every route."""
 
     def dependency(request: Request) -> str | None:

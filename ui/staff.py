@@ -22,6 +22,7 @@ from bot.tickets import Ticket
 from ui.auth import SESSION_COOKIE, User
 from ui.services import Services
 
+CSS = ".msg{border-left:3px solid #ccc;padding:4px 8px;margin:6px 0}.msg-user{border-color:#f97316}"
 QUEUE_COLUMNS = ["ticket", "status", "reason", "waiting", "claimed by", "created (UTC)"]
 PanelOutputs = tuple[Any, ...]
 
@@ -106,8 +107,7 @@ def draft_reply(services: Services, ticket: Ticket) -> str:
 def build_staff_app(services: Services) -> gr.Blocks:
     """The staff console as a Gradio Blocks app."""
     suggestions = SuggestionStore(services.bot_settings.database_path, services.knowledge)
-    css = ".msg{border-left:3px solid #ccc;padding:4px 8px;margin:6px 0}.msg-user{border-color:#f97316}"
-    with gr.Blocks(title="firstline staff console", analytics_enabled=False, css=css) as app:
+    with gr.Blocks(title="firstline staff console", analytics_enabled=False) as app:
         header = gr.Markdown("", elem_id="staff-header")
         with gr.Tab("Queue"):
             with gr.Row():
@@ -286,7 +286,7 @@ def mount_staff(app: FastAPI, services: Services) -> None:
 
     blocks = build_staff_app(services)
     blocks.queue(default_concurrency_limit=8)
-    mount_protected(app, services, blocks, STAFF_PATH, "staff")
+    mount_protected(app, services, blocks, STAFF_PATH, "staff", css=CSS)
 
 
 def _text(value: str | None) -> str:
