@@ -174,7 +174,14 @@ def mount_protected(
         return user.name if user is not None and user.can(role) else None
 
     gr.mount_gradio_app(
-        app, blocks, path=path, auth_dependency=dependency, footer_links=[], ssr_mode=False, run_history=False
+        app,
+        blocks,
+        path=path,
+        auth_dependency=dependency,
+        footer_links=[],
+        ssr_mode=False,
+        run_history=False,
+        css=css,
     )
     _register_apis(app, blocks, path)
 
