@@ -127,7 +127,10 @@ def test_long_real_conversation_never_overflows_the_context(data_dir: Path) -> N
     bot = Bot(model=small, store=ConversationStore(db), ledger=Ledger(db, heartbeat=False), max_tokens=32)
     bot.settings.history_messages = 100
     for i in range(12):
-        reply = bot.handle_message("long", f"Question {i}: my router blinks red and the internet is slow " * 3)
+        # distinct questions (the same question again would rightly go to a person)
+        topic = ["router", "invoice", "password", "Wi-Fi", "contract", "landline", "TV", "speed", "e-mail",
+                 "outage", "bank details", "moving"][i]  # fmt: skip
+        reply = bot.handle_message("long", f"Please explain everything about my {topic} in detail. " * 3)
         assert reply.route == "model"
     conn = sqlite3.connect(db)
     statuses = [r[0] for r in conn.execute("SELECT status FROM requests")]

@@ -43,10 +43,14 @@ def test_chat_over_http_with_separate_sessions(live_server_factory: Callable[...
 def test_real_model_chat_over_http(live_server_factory: Callable[..., Any], data_dir: Path) -> None:
     server = live_server_factory("llama")
     client = Client(server.url + "/chat/", verbose=False)
-    _, history = client.predict("How can I reset my password?", [], "auto", api_name="/chat")
+    _, history = client.predict(
+        "My Wi-Fi keeps dropping every evening, the LumeBox stands in the hallway", [], "auto", api_name="/chat"
+    )
     assert len(last_text(history).strip()) > 0
     conn = sqlite3.connect(data_dir / "firstline.db")
-    row = conn.execute("SELECT status, compute_s, device FROM requests ORDER BY started_at DESC LIMIT 1").fetchone()
+    row = conn.execute(
+        "SELECT status, compute_s, device FROM requests WHERE route = 'model' ORDER BY started_at DESC LIMIT 1"
+    ).fetchone()
     conn.close()
     assert row[0] == "completed" and row[1] > 0 and row[2] == "CPU"
 

@@ -69,17 +69,25 @@ def main(verbose: int) -> None:
     logging.basicConfig(level=level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 
-def preflight_model() -> None:
-    """Check the configured model file (exists, readable, GGUF, checksum) without loading anything heavy."""
+def preflight_model() -> Any:
+    """Check the model file and load it before the web stack is imported, so a bad file fails fast.
+
+    Returns the loaded model, or None when the model is loaded on demand or the backend is scripted.
+    """
     from models import loader
     from models.settings import ModelSettings
     from ui.settings import ServerSettings
 
     if ServerSettings().model_backend != "llama":
-        return
+        return None
     settings = ModelSettings()
     path, sha = loader.resolve_model(settings.model_path, settings.model_sha256)
     loader.check_model_file(path, sha)
+    if settings.idle_unload_s > 0:
+        return None
+    from models.llama import LlamaChatModel
+
+    return LlamaChatModel(settings)
 
 
 @main.command()
@@ -89,11 +97,11 @@ def preflight_model() -> None:
 @friendly_errors
 def serve(host: str | None, port: int | None, data_dir: Path | None) -> None:
     """Run the web app: customer chat, staff console, admin dashboard."""
-    preflight_model()  # a bad model file is reported in a second, before the heavy imports
+    model = preflight_model()  # a bad model file is reported in seconds, before the heavy imports
     from ui.server import serve as run_server
     from ui.services import build_services
 
-    services = build_services(data_dir)
+    services = build_services(data_dir, model=model)
     if host:
         services.server_settings.host = host
     if port:
