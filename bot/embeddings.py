@@ -144,7 +144,9 @@ class _DiskCache:
                 path.parent.mkdir(parents=True, exist_ok=True)
                 conn = sqlite3.connect(str(path), timeout=10, check_same_thread=False)
                 conn.execute("PRAGMA journal_mode=WAL")
-                conn.execute("CREATE TABLE IF NOT EXISTS vectors (model TEXT, key TEXT, vector BLOB, PRIMARY KEY (model, key))")
+                conn.execute(
+                    "CREATE TABLE IF NOT EXISTS vectors (model TEXT, key TEXT, vector BLOB, PRIMARY KEY (model, key))"
+                )
                 self._conn = conn
             except (OSError, sqlite3.Error) as exc:
                 log.info("no embedding cache (%s)", exc)

@@ -36,8 +36,10 @@ fi
 
 # Flags as in llama-cpp-python's CMakeLists.txt / scikit-build-core defaults: Release, BUILD_SHARED_LIBS,
 # LLAMA_CURL=OFF, GGML_NATIVE (default ON outside cross builds), OpenMP (default ON).
+GENERATOR=()
+command -v ninja >/dev/null 2>&1 && GENERATOR=(-G Ninja)
 # shellcheck disable=SC2086
-cmake -S "$SRC/vendor/llama.cpp" -B "$CACHE/build" -G Ninja \
+cmake -S "$SRC/vendor/llama.cpp" -B "$CACHE/build" "${GENERATOR[@]}" \
     -DCMAKE_BUILD_TYPE=Release \
     -DBUILD_SHARED_LIBS=ON \
     -DLLAMA_CURL=OFF \

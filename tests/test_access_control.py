@@ -371,7 +371,9 @@ def victim(env: Env) -> dict[str, str]:
 def _messages(env: Env, conv: str) -> list[tuple[str, str]]:
     conn = sqlite3.connect(env.db)
     try:
-        return conn.execute("SELECT role, content FROM messages WHERE conversation_id = ? ORDER BY id", [conv]).fetchall()
+        return conn.execute(
+            "SELECT role, content FROM messages WHERE conversation_id = ? ORDER BY id", [conv]
+        ).fetchall()
     finally:
         conn.close()
 

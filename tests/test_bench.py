@@ -14,7 +14,8 @@ import pytest
 from click.testing import CliRunner
 
 from ui.bench import Bench, BenchOptions, decode_rate, judge_targets, median, percentile, ratio, results_payload
-from ui.bench_native import bytes_per_token, gguf_tensor_bytes, parse_llama_bench, pick, tokens_per_s
+from ui.bench_limits import bytes_per_token, gguf_tensor_bytes
+from ui.bench_native import parse_llama_bench, pick, tokens_per_s
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -180,3 +181,15 @@ def test_bench_command_loads_under_python_dash_m() -> None:
     )
     assert proc.returncode == 0, proc.stderr
     assert "--quick" in proc.stdout
+
+
+def test_disturbed_rounds_are_left_out_of_the_medians() -> None:
+    from ui.bench_decode import Round, undisturbed
+
+    def rnd(a: float, b: float, c: float) -> Round:
+        return Round(a, 1.0, b, 1.0, c, 1.0, 500.0, 10.0, 0.2, 0.5)
+
+    rounds = [rnd(90, 95, 100), rnd(10, 90, 100), rnd(88, 93, 30), rnd(85, 91, 98)]
+    kept = undisturbed(rounds)
+    assert kept == [rounds[0], rounds[3]]  # (a) at 11% and (c) at 30% of their best: another process ran
+    assert undisturbed([rnd(10, 10, 10)]) == [rnd(10, 10, 10)]

@@ -256,12 +256,12 @@ def test_budget_degrades_the_bot_in_steps(data_dir: Path) -> None:
     kb = KnowledgeBase(db)
     ensure_demo_kb(kb)
     ledger = Ledger(db, heartbeat=False)
-    book = default_book().with_budget(DEFAULT_PROFILE.name, Budget("money", daily=Decimal("1.00"), monthly=Decimal("1000")))
+    book = default_book().with_budget(
+        DEFAULT_PROFILE.name, Budget("money", daily=Decimal("1.00"), monthly=Decimal("1000"))
+    )
     guard = BudgetGuard(db, book, cache_s=0)
     model = ScriptedChatModel()
-    bot = Bot(
-        model=model, store=ConversationStore(db), ledger=ledger, knowledge=kb, budget=guard, max_tokens=200
-    )
+    bot = Bot(model=model, store=ConversationStore(db), ledger=ledger, knowledge=kb, budget=guard, max_tokens=200)
 
     def spend(n: int, start: int) -> None:  # n requests of 0.112 EUR today
         now = utcnow()

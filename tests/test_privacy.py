@@ -118,7 +118,9 @@ def _age(db: Path, conversation_id: str, days: float) -> None:
     then = iso(utcnow() - timedelta(days=days))
     conn = sqlite3.connect(db)
     with conn:
-        conn.execute("UPDATE conversations SET created_at = ?, updated_at = ? WHERE id = ?", [then, then, conversation_id])
+        conn.execute(
+            "UPDATE conversations SET created_at = ?, updated_at = ? WHERE id = ?", [then, then, conversation_id]
+        )
         conn.execute("UPDATE messages SET created_at = ? WHERE conversation_id = ?", [then, conversation_id])
         conn.execute("UPDATE tickets SET created_at = ?, updated_at = ? WHERE conversation_id = ?",
                      [then, then, conversation_id])  # fmt: skip

@@ -9,8 +9,9 @@ ledger's compute seconds agree with an outside clock. Every figure is a named va
 (`results` in the JSON); targets are judged on the figures and written into a Markdown report with a
 plot. Benchmarks print figures; tests only check this plumbing.
 
-Sections live in ui/bench_model.py (model paths, caching, accounting), ui/bench_native.py (llama-bench,
-memory bandwidth, ceilings), ui/bench_system.py (machine, ledger, reports, FAQ), ui/bench_server.py
+Sections live in ui/bench_decode.py (firstline vs llama-cpp-python vs native), ui/bench_native.py
+(llama-bench), ui/bench_limits.py (memory bandwidth, ceilings), ui/bench_model.py (shared model set-up,
+prompt caching, accounting), ui/bench_system.py (machine, ledger, reports, FAQ), ui/bench_server.py
 (concurrent sessions) and ui/bench_report.py (Markdown, JSON, plot).
 """
 
@@ -70,9 +71,12 @@ class BenchOptions:
     ledger_rows: int = 1_000_000
     faq_requests: int = 100
     sessions: tuple[int, ...] = (1, 4, 16)
-    server_requests: int = 16  # per concurrency level (at least one turn per session)
+    server_requests: int = 8  # per concurrency level (at least one turn per session)
     server_max_tokens: int = 64
+    cache_reps: int = 3
+    accounting_runs: int = 3  # plus two with a slow consumer in full runs
     llama_bench: Path | None = None
+    threads: int | None = None  # llama.cpp threads for every section (default: the model settings')
     work_dir: Path | None = None
 
     @classmethod
@@ -81,14 +85,16 @@ class BenchOptions:
         if quick:
             base = cls(
                 quick=True,
-                gen_tokens=64,
-                reps=3,
+                gen_tokens=32,
+                reps=2,
                 ledger_requests=200,
                 ledger_rows=100_000,
                 faq_requests=40,
                 sessions=(1, 4),
-                server_requests=8,
+                server_requests=4,
                 server_max_tokens=32,
+                cache_reps=1,
+                accounting_runs=2,
             )
         else:
             base = cls()
@@ -197,12 +203,12 @@ class Shared:
 
 
 def _section_functions() -> dict[str, SectionFn]:
-    from ui import bench_model, bench_native, bench_server, bench_system
+    from ui import bench_decode, bench_limits, bench_model, bench_server, bench_system
 
     return {
         "machine": bench_system.machine,
-        "decode": bench_model.decode,
-        "limits": bench_native.limits,
+        "decode": bench_decode.decode,
+        "limits": bench_limits.limits,
         "cache": bench_model.follow_up_cache,
         "faq": bench_system.faq,
         "ledger": bench_system.ledger,

@@ -5,7 +5,6 @@ accuracy of the ledger's compute seconds against an outside clock.
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -13,7 +12,7 @@ from typing import Any, cast
 
 from bot.types import Delta, Reply
 from models.types import ChatMessage, ChatModel, Generation
-from ui.bench import Bench, Shared, decode_rate, fmt, median, ratio, spread
+from ui.bench import Bench, Shared, decode_rate, fmt, median, ratio
 
 # A question that makes the model write long (so every run reaches the token budget) and that no FAQ
 # entry answers, so the full model path runs.
@@ -96,7 +95,10 @@ def ensure_model(bench: Bench, shared: Shared) -> Any:
         from models.settings import ModelSettings
 
         bench.progress("loading the model ...")
-        shared.model = LlamaChatModel(ModelSettings())
+        settings = ModelSettings()
+        if bench.options.threads:
+            settings.n_threads = bench.options.threads
+        shared.model = LlamaChatModel(settings)
         m = shared.model
         llm = m.llama
         bench.details["model"] = {
@@ -120,6 +122,9 @@ def bot_for(bench: Bench, model: Any, name: str) -> Any:
     from ui.services import build_services
 
     services = build_services(bench.workspace(name), model=cast(ChatModel, model))
+    if hasattr(services.bot.settings, "model_timeout_s"):
+        # a busy machine can slow a run far beyond the production timeout; a benchmark wants the timing
+        services.bot.settings.model_timeout_s = max(services.bot.settings.model_timeout_s, 900.0)
     bench.details.setdefault("_services", []).append(services)
     return services
 
@@ -139,8 +144,13 @@ class Turn:
     row: dict[str, Any] = field(default_factory=dict)
 
     @property
+    def ok(self) -> bool:
+        """The model answered (not an error, a timeout or another route)."""
+        return self.row.get("status") == "completed" and self.row.get("route") == "model"
+
+    @property
     def ttft_s(self) -> float | None:
-        return self.piece_times[0] - self.started if self.piece_times else None
+        return self.piece_times[0] - self.started if self.piece_times and self.ok else None
 
     @property
     def tokens(self) -> int:
@@ -148,7 +158,7 @@ class Turn:
 
     @property
     def decode_tps(self) -> float | None:
-        return decode_rate(self.piece_times, self.tokens)
+        return decode_rate(self.piece_times, self.tokens) if self.ok else None
 
 
 def run_turn(services: Any, conversation_id: str, text: str, on_piece: Callable[[], None] | None = None) -> Turn:
@@ -166,284 +176,6 @@ def run_turn(services: Any, conversation_id: str, text: str, on_piece: Callable[
     return turn
 
 
-# -- decode: firstline vs llama-cpp-python vs native --------------------------------------------------
-def decode(bench: Bench, shared: Shared) -> None:
-    """Decode tokens/s and time to first token for (a) firstline, (b) llama-cpp-python, (c) llama-bench."""
-    from ui import bench_native
-
-    opts = bench.options
-    model = ensure_model(bench, shared)
-    clocked = ClockedModel(model)
-    services = bot_for(bench, clocked, "decode")
-    services.bot.max_tokens = opts.gen_tokens
-    try:
-        # (a) firstline: Bot.stream_message, real model, ledger rows, streamed pieces
-        # (b) llama-cpp-python create_chat_completion(stream=True) on a second, identically loaded Llama
-        # (c) native llama-bench
-        # One round runs each once, so load from other processes hits all three alike; ratios are taken
-        # per round and their median reported.
-        bench.progress(f"{opts.reps} rounds of (a) firstline, (b) llama-cpp-python, (c) llama-bench ...")
-        run_turn(services, "bench-warmup", LONG_QUESTION)
-        turns: list[Turn] = []
-        plain_runs: list[tuple[float | None, float | None, int]] = []
-        native_runs: list[dict[str, float | None]] = []
-        native = None
-        loads: list[float] = []
-        for i in range(opts.reps):
-            loads.append(round(os.getloadavg()[0], 2))
-            model.reset_cache()  # every run prefills the whole prompt, as a new conversation would
-            turns.append(run_turn(services, f"bench-decode-{i}", LONG_QUESTION))
-            if i == 0:
-                routes = {turns[0].row.get("route")}
-                if routes != {"model"}:
-                    bench.note(f"warning: the bench question took route(s) {sorted(map(str, routes))}, not the model")
-                shared.prompt_tokens = int(turns[0].row.get("prompt_tokens") or 0)
-                shared.messages = clocked.calls[-1]
-                plain_once = plain_chat_runner(shared, model, opts.gen_tokens)
-                plain_once()  # warm-up
-                native = bench_native.NativeBench(bench, model, shared.prompt_tokens, opts.gen_tokens)
-            plain_runs.append(plain_once())
-            native_runs.append(native.round() if native else {})
-            bench.progress(
-                f"round {i + 1}: firstline {fmt(turns[-1].decode_tps, 1)}, llama-cpp-python "
-                f"{fmt(plain_runs[-1][1], 1)}, native {fmt(native_runs[-1].get('tg_tps'), 1)} tok/s"
-            )
-        n_prompt = int(median([t.row.get("prompt_tokens") or 0 for t in turns]) or 0)
-        a_tps = median([t.decode_tps for t in turns if t.decode_tps])
-        a_ttft = median([t.ttft_s for t in turns if t.ttft_s is not None])
-        b_tps = median([r[1] for r in plain_runs if r[1]])
-        b_ttft = median([r[0] for r in plain_runs if r[0] is not None])
-        c_tps = median([r["tg_tps"] for r in native_runs if r.get("tg_tps")])
-        c_ttft = median([r["pp_s"] for r in native_runs if r.get("pp_s")])
-        c_pp = median([r["pp_tps"] for r in native_runs if r.get("pp_tps")])
-        bench.add("decode.prompt_tokens", n_prompt, "tokens", "prompt length (all three)")
-        bench.add("decode.gen_tokens", opts.gen_tokens, "tokens", "tokens generated per run (budget)")
-        bench.add(
-            "decode.firstline.generated_tokens",
-            median([t.tokens for t in turns]),
-            "tokens",
-            "firstline: tokens generated",
-        )
-        bench.add(
-            "decode.llama_cpp_python.generated_tokens",
-            median([r[2] for r in plain_runs]),
-            "tokens",
-            "llama-cpp-python: tokens generated",
-        )
-        bench.add("decode.firstline.tokens_per_s", a_tps, "tok/s", "(a) firstline full chat path: decode")
-        bench.add("decode.llama_cpp_python.tokens_per_s", b_tps, "tok/s", "(b) llama-cpp-python: decode")
-        bench.add("decode.native.tokens_per_s", c_tps, "tok/s", "(c) native llama.cpp (llama-bench tg): decode")
-        bench.add("ttft.firstline", _ms(a_ttft), "ms", "(a) firstline full chat path: time to first token")
-        bench.add("ttft.llama_cpp_python", _ms(b_ttft), "ms", "(b) llama-cpp-python: time to first token")
-        bench.add("ttft.native", _ms(c_ttft), "ms", "(c) native llama.cpp (llama-bench pp): prompt time")
-        bench.add("native.pp.tokens_per_s", c_pp, "tok/s", f"llama-bench prompt processing ({n_prompt} tokens)")
-
-        def paired(xs: list[float | None], ys: list[float | None]) -> float | None:
-            return median([r for x, y in zip(xs, ys, strict=True) if (r := ratio(x, y)) is not None])
-
-        a_list = [t.decode_tps for t in turns]
-        b_list = [r[1] for r in plain_runs]
-        c_list = [r.get("tg_tps") for r in native_runs]
-        r_ab, r_ac = paired(a_list, b_list), paired(a_list, c_list)
-        bench.add("decode.ratio.firstline_vs_llama_cpp_python", r_ab, "ratio", "decode firstline / llama-cpp-python")
-        bench.add("decode.ratio.firstline_vs_native", r_ac, "ratio", "decode firstline / native")
-        bench.add(
-            "decode.ratio.llama_cpp_python_vs_native",
-            paired(b_list, c_list),
-            "ratio",
-            "decode llama-cpp-python / native",
-        )
-        a_ttfts = [t.ttft_s for t in turns]
-        bench.add(
-            "ttft.ratio.firstline_vs_llama_cpp_python",
-            paired(a_ttfts, [r[0] for r in plain_runs]),
-            "ratio",
-            "TTFT firstline / llama-cpp-python",
-        )
-        bench.add(
-            "ttft.ratio.firstline_vs_native",
-            paired(a_ttfts, [r.get("pp_s") for r in native_runs]),
-            "ratio",
-            "TTFT firstline / native",
-        )
-        bench.details["decode_runs"] = [
-            {
-                "firstline_tok_s": a,
-                "llama_cpp_python_tok_s": b,
-                "native_tok_s": c,
-                "firstline_ttft_ms": _ms(t),
-                "load": ld,
-            }
-            for a, b, c, t, ld in zip(a_list, b_list, c_list, a_ttfts, loads, strict=True)
-        ]
-        if native is not None:
-            if not opts.quick:
-                bench.progress("native extras: flash attention, one thread ...")
-                native.extras()
-            native.describe()
-
-        # where a token's time goes
-        parts = per_token_breakdown(bench, shared, model, n_prompt)
-        bench.note(
-            f"Rounds ranged: firstline {spread(a_list)}, llama-cpp-python {spread(b_list)}, native "
-            f"{spread(c_list)} tok/s (1-minute load {spread(loads)} on {os.cpu_count()} cores). llama.cpp's "
-            f"threads spin at a barrier after every graph node; when another process takes one of the cores, "
-            f"the other thread waits for it, so a busy machine slows a round by up to 10x. Targets use the "
-            f"median of per-round ratios; the best rounds show the undisturbed speed."
-        )
-        best = [max((x for x in xs if x), default=None) for xs in (a_list, b_list, c_list)]
-        bench.add("decode.firstline.best_tokens_per_s", best[0], "tok/s", "(a) firstline: best round")
-        bench.add("decode.llama_cpp_python.best_tokens_per_s", best[1], "tok/s", "(b) llama-cpp-python: best round")
-        bench.add("decode.native.best_tokens_per_s", best[2], "tok/s", "(c) native: best round")
-        bench.add(
-            "decode.ratio.best.firstline_vs_llama_cpp_python",
-            ratio(best[0], best[1]),
-            "ratio",
-            "best rounds: firstline / llama-cpp-python",
-        )
-        bench.add(
-            "decode.ratio.best.firstline_vs_native", ratio(best[0], best[2]), "ratio", "best rounds: firstline / native"
-        )
-        explain_decode(bench, best[0], best[1], best[2], parts, r_ab, r_ac)
-    finally:
-        close_services(bench)
-
-
-def plain_chat_runner(shared: Shared, model: Any, n_gen: int) -> Callable[[], tuple[float | None, float | None, int]]:
-    """(b): one streaming chat completion on a second, identically loaded Llama -> (ttft_s, tok/s, tokens)."""
-    from models import loader
-
-    if shared.plain is None:
-        shared.plain = loader.load_llama(model.path, **model.load_kwargs)
-    plain = shared.plain
-    s = model.settings
-    messages = [{"role": m.role, "content": m.content} for m in shared.messages]
-
-    def once() -> tuple[float | None, float | None, int]:
-        plain.reset()  # uncached, like (a)
-        t0 = time.perf_counter()
-        times: list[float] = []
-        text, finish = [], None
-        for chunk in plain.create_chat_completion(
-            messages=messages,
-            max_tokens=n_gen,
-            temperature=s.temperature,
-            top_p=s.top_p,
-            top_k=s.top_k,
-            min_p=s.min_p,
-            repeat_penalty=s.repeat_penalty,
-            seed=s.seed,
-            stream=True,
-        ):
-            choice = chunk["choices"][0]
-            piece = choice.get("delta", {}).get("content")
-            if piece:
-                times.append(time.perf_counter())
-                text.append(piece)
-            finish = choice.get("finish_reason") or finish
-        if finish == "length":
-            tokens = n_gen
-        else:
-            tokens = len(plain.tokenize("".join(text).encode("utf-8"), add_bos=False, special=False))
-        ttft = times[0] - t0 if times else None
-        return ttft, decode_rate(times, tokens), tokens
-
-    return once
-
-
-def per_token_breakdown(bench: Bench, shared: Shared, model: Any, n_prompt: int) -> dict[str, float | None]:
-    """Milliseconds per token for llama-cpp-python's eval alone and for its sampler chain alone."""
-    plain = shared.plain
-    if plain is None or not n_prompt:
-        return {}
-    s = model.settings
-    tokens = model.tokenize_prompt(shared.messages)
-    n = bench.options.gen_tokens
-    plain.reset()
-    plain.eval(tokens)
-    probe = tokens[-1]
-    # best of three batches: these are micro-measurements, and other processes only ever slow them down
-    chunk = max(8, n // 3)
-    eval_runs = []
-    for _ in range(3):
-        t0 = time.perf_counter()
-        for _ in range(chunk):
-            plain.eval([probe])
-        eval_runs.append((time.perf_counter() - t0) / chunk * 1000)
-    eval_ms = min(eval_runs)
-    sampler = plain._init_sampler(
-        top_k=s.top_k, top_p=s.top_p, min_p=s.min_p, temp=s.temperature, repeat_penalty=s.repeat_penalty
-    )
-    sample_runs = []
-    for _ in range(3):
-        t0 = time.perf_counter()
-        for _ in range(100):
-            sampler.sample(plain._ctx, -1)
-        sample_runs.append((time.perf_counter() - t0) / 100 * 1000)
-    sample_ms = min(sample_runs)
-    plain.reset()
-    bench.add(
-        "decode.breakdown.eval_ms", eval_ms, "ms/token", "llama-cpp-python eval() of one token, no sampling (best)"
-    )
-    chain = "llama.cpp sampler chain (penalties, top-k/p, min-p, temp)"
-    bench.add("decode.breakdown.sampling_ms", sample_ms, "ms/token", chain)
-    return {"eval_ms": eval_ms, "sampling_ms": sample_ms}
-
-
-def explain_decode(
-    bench: Bench,
-    a_tps: float | None,
-    b_tps: float | None,
-    c_tps: float | None,
-    parts: dict[str, float | None],
-    r_plain: float | None,
-    r_native: float | None,
-) -> None:
-    """Turn per-token times (best rounds: least disturbed by other processes) into the causes of any gap."""
-    per = {k: (1000.0 / v if v else None) for k, v in (("a", a_tps), ("b", b_tps), ("c", c_tps))}
-    bench.add("decode.breakdown.native_ms", per["c"], "ms/token", "native llama_decode per token (best round)")
-    label = "llama-cpp-python streaming chat, per token (best round)"
-    bench.add("decode.breakdown.llama_cpp_python_ms", per["b"], "ms/token", label)
-    bench.add("decode.breakdown.firstline_ms", per["a"], "ms/token", "firstline full chat path, per token (best round)")
-    eval_ms, sample_ms = parts.get("eval_ms"), parts.get("sampling_ms")
-    lines = []
-    if per["c"] and eval_ms:
-        lines.append(
-            f"llama-cpp-python's `eval()` of one token takes {fmt(eval_ms, 3)} ms against native "
-            f"`llama_decode` {fmt(per['c'], 3)} ms (binding overhead {fmt(eval_ms - per['c'], 3)} ms/token)."
-        )
-    if sample_ms is not None:
-        lines.append(
-            f"Sampling with the configured chain (repeat penalty, top-k, top-p, min-p, temperature over the "
-            f"whole vocabulary) costs {fmt(sample_ms, 3)} ms/token; llama-bench never samples."
-        )
-    if per["a"] and eval_ms and sample_ms is not None:
-        rest = per["a"] - eval_ms - sample_ms
-        lines.append(
-            f"firstline spends {fmt(per['a'], 3)} ms per token = eval {fmt(eval_ms, 3)} + sampling "
-            f"{fmt(sample_ms, 3)} + {fmt(rest, 3)} ms for everything else (detokenizing, LangChain chunk, "
-            f"Delta, timing; negative means measurement noise)."
-        )
-    if per["b"] and per["a"]:
-        lines.append(
-            f"Per token firstline needs {fmt(per['a'] - per['b'], 3)} ms more than llama-cpp-python's own "
-            f"streaming chat completion ({fmt(per['a'], 3)} vs {fmt(per['b'], 3)} ms)."
-        )
-    for line in lines:
-        bench.note(line)
-    if r_native is not None and r_native < 0.85 and per["c"] and eval_ms and sample_ms is not None:
-        bench.details["cause.decode_vs_native"] = (
-            f"llama-bench measures bare llama_decode ({fmt(per['c'], 3)} ms/token); a chat answer also "
-            f"samples "
-            f"({fmt(sample_ms, 3)} ms/token) and crosses the Python binding ({fmt(eval_ms - per['c'], 3)} "
-            f"ms/token)"
-        )
-    if r_plain is not None and r_plain < 0.95 and per["a"] and per["b"]:
-        bench.details["cause.decode_vs_llama_cpp_python"] = (
-            f"firstline spends {fmt(per['a'] - per['b'], 3)} ms/token more than llama-cpp-python"
-        )
-
-
 # -- follow-up turns: prompt caching ------------------------------------------------------------------
 VARIANTS = {
     "same_conversation": "same conversation continues (live KV cache)",
@@ -459,7 +191,7 @@ def follow_up_cache(bench: Bench, shared: Shared) -> None:
     services = bot_for(bench, model, "cache")
     bot = services.bot
     states = model.state_cache
-    reps = max(2, bench.options.reps - 2)
+    reps = bench.options.cache_reps
     results: dict[str, list[Turn]] = {k: [] for k in VARIANTS}
     try:
         for r in range(reps):
@@ -540,10 +272,11 @@ def accounting(bench: Bench, shared: Shared) -> None:
     clocked = ClockedModel(model)
     services = bot_for(bench, clocked, "accounting")
     services.bot.max_tokens = min(64, bench.options.gen_tokens)
-    n = max(3, bench.options.reps)
+    n = bench.options.accounting_runs
+    holds = [] if bench.options.quick else [0.005] * 2
     try:
         rows: list[dict[str, Any]] = []
-        for i, hold in enumerate([0.0] * n + [0.005] * 2):
+        for i, hold in enumerate([0.0] * n + holds):
 
             def hold_piece(hold: float = hold) -> None:
                 if hold:
@@ -553,6 +286,9 @@ def accounting(bench: Bench, shared: Shared) -> None:
             turn = run_turn(services, f"bench-acct-{i}", LONG_QUESTION, hold_piece)
             wall = time.perf_counter() - t0
             clock = clocked.clocks[-1]
+            if not turn.ok:
+                bench.note(f"accounting run {i} skipped: {turn.row.get('status')} ({turn.row.get('error')})")
+                continue
             # the ledger bills retrieval/routing (retrieval_s) plus model prefill + decode; the outside clock
             # is around the model, so it is compared with the model's part
             compute = float(turn.row.get("prefill_s") or 0.0) + float(turn.row.get("decode_s") or 0.0)

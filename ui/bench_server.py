@@ -54,6 +54,7 @@ class ServerProcess:
             "FIRSTLINE_DATA_DIR": str(data_dir),
             "FIRSTLINE_MODEL_BACKEND": "llama",
             "FIRSTLINE_MAX_TOKENS": str(max_tokens),
+            "FIRSTLINE_MODEL_TIMEOUT_S": "900",  # measure slow requests rather than time them out
             **(extra_env or {}),
         }
         self._fh = self.log.open("w")
@@ -94,7 +95,7 @@ class ServerProcess:
         conn = sqlite3.connect(f"file:{self.db}?mode=ro", uri=True, timeout=30)
         try:
             row = conn.execute(
-                "SELECT COUNT(*), COALESCE(SUM(completion_tokens), 0), COALESCE(SUM(compute_s), 0), "
+                "SELECT COUNT(*), COALESCE(SUM(completion_tokens), 0), COALESCE(SUM(prefill_s + decode_s), 0), "
                 "COALESCE(SUM(queue_wait_s), 0) FROM requests WHERE started_at >= ? AND route = 'model'",
                 [since],
             ).fetchone()
@@ -190,7 +191,8 @@ def concurrency(bench: Bench, shared: Shared) -> None:
     opts = bench.options
     data = bench.workspace("server")
     bench.progress(f"starting firstline serve (FIRSTLINE_MAX_TOKENS={opts.server_max_tokens}) ...")
-    server = ServerProcess(data, opts.server_max_tokens)
+    threads_env = {"FIRSTLINE_N_THREADS": str(opts.threads)} if opts.threads else {}
+    server = ServerProcess(data, opts.server_max_tokens, threads_env)
     levels = []
     try:
         server.wait_ready()
@@ -203,7 +205,7 @@ def concurrency(bench: Bench, shared: Shared) -> None:
         server.stop()
     cores = os.cpu_count() or 1
     top = max(opts.sessions)
-    if not opts.quick and cores > 1 and "FIRSTLINE_N_THREADS" not in os.environ:
+    if not opts.quick and cores > 1 and not opts.threads and "FIRSTLINE_N_THREADS" not in os.environ:
         # the same top level with one core left to the server and the clients (see the note below)
         bench.progress(f"{top} sessions again with FIRSTLINE_N_THREADS={cores - 1} ...")
         server = ServerProcess(bench.workspace("server-threads"), opts.server_max_tokens,

@@ -46,6 +46,12 @@ def _friendly_errors(func: Callable[..., Any]) -> Callable[..., Any]:
 )
 @click.option("--reps", type=click.IntRange(1, 50), default=None, help="Repetitions per timing (median).")
 @click.option("--tokens", "gen_tokens", type=click.IntRange(2, 2048), default=None, help="Tokens per decode run.")
+@click.option(
+    "--threads",
+    type=click.IntRange(1, 512),
+    default=None,
+    help="llama.cpp threads for every section (default: FIRSTLINE_N_THREADS, else all cores).",
+)
 @click.option("--ledger-rows", type=click.IntRange(1), default=None, help="Ledger rows for the report timing.")
 @click.option(
     "--sessions",
@@ -74,6 +80,7 @@ def bench(
     only: tuple[str, ...],
     reps: int | None,
     gen_tokens: int | None,
+    threads: int | None,
     ledger_rows: int | None,
     sessions: str | None,
     llama_bench: Path | None,
@@ -98,6 +105,7 @@ def bench(
         ledger_rows=ledger_rows,
         sessions=levels,
         llama_bench=llama_bench,
+        threads=threads,
     )
 
     def progress(message: str) -> None:

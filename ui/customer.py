@@ -8,6 +8,7 @@ the chat from the database, the single source of truth.
 
 from __future__ import annotations
 
+import html
 import json
 import logging
 import re
@@ -52,6 +53,11 @@ def sources_markdown(sources: list[dict[str, Any]] | tuple[Source, ...], lang: s
     return f"\n\n**{label}:** " + " · ".join(dict.fromkeys(items))
 
 
+def as_text(text: str) -> str:
+    """What a person typed, shown as typed: no HTML, and no Markdown image the browser would fetch."""
+    return html.escape(text, quote=False).replace("![", "!\\[")
+
+
 def render(bot: Bot, conversation_id: str | None) -> tuple[ChatHistory, int]:
     """The conversation as chat bubbles, from the database; returns (history, last message id)."""
     if not conversation_id:
@@ -62,10 +68,10 @@ def render(bot: Bot, conversation_id: str | None) -> tuple[ChatHistory, int]:
         last = max(last, int(row["id"]))
         lang = row.get("lang") or "en"
         if row["role"] == "user":
-            history.append({"role": "user", "content": row["content"]})
+            history.append({"role": "user", "content": as_text(row["content"])})
         elif row["role"] == "staff":
             history.append(
-                {"role": "assistant", "content": f"**{STAFF_LABEL.get(lang, 'Support')}:** {row['content']}"}
+                {"role": "assistant", "content": f"**{STAFF_LABEL.get(lang, 'Support')}:** {as_text(row['content'])}"}
             )
         elif row["role"] == "system":
             history.append({"role": "assistant", "content": f"*{row['content']}*"})
@@ -87,7 +93,7 @@ def respond(
     message = str(message or "").encode("utf-8", "replace").decode("utf-8")
     conversation_id = conversation_id or new_conversation_id()
     history = list(history or [])
-    history.append({"role": "user", "content": message})
+    history.append({"role": "user", "content": as_text(message)})
     history.append({"role": "assistant", "content": ""})
     lang = None if lang_choice in (None, "", "auto") else lang_choice
     raw = ""

@@ -7,8 +7,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bot.conversation import Bot
-from bot.embeddings import load_embedder
 from bot.conversations import ConversationStore
+from bot.embeddings import load_embedder
 from bot.knowledge import KnowledgeBase, KnowledgeSettings, ensure_demo_kb
 from bot.settings import BotSettings
 from bot.tickets import TicketStore

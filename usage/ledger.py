@@ -330,5 +330,23 @@ def _alive(instance: dict[str, Any], host: str, now: datetime) -> bool:
             return False
         except PermissionError:
             return True
+        if not _same_process(int(instance["pid"]), parse_iso(instance["started_at"])):
+            return False
         # the pid exists, but it may have been reused: trust a fresh heartbeat only
     return (now - parse_iso(instance["heartbeat_at"])).total_seconds() < STALE_AFTER_S
+
+
+def _same_process(pid: int, registered_at: datetime) -> bool:
+    """False when the process now holding `pid` cannot be the one that registered at `registered_at`:
+    it is a zombie (killed, not yet reaped), or it started later (the pid was reused, e.g. by a container
+    restarted within seconds, whose server gets the same pid). True when this cannot be told (no /proc)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        boot = next(int(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines()
+                    if line.startswith("btime "))  # fmt: skip
+        started = boot + int(fields[19]) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError, StopIteration):
+        return True
+    if fields[0] in ("Z", "X"):
+        return False
+    return started <= registered_at.timestamp() + 2.0  # btime has whole seconds
