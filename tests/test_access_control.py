@@ -344,7 +344,6 @@ def test_login_is_rate_limited_after_five_failures(env: Env) -> None:
     assert r.status_code == 429
 
 
-@pytest.mark.xfail(reason="ui/auth.py counts successful logins against the per-address limit (reported to the lead)")
 def test_successful_logins_do_not_lock_out_colleagues_behind_one_address(env: Env) -> None:
     ip = {"X-Forwarded-For": "192.0.2.44"}  # one office NAT / one reverse proxy without forwarded headers
     codes = [

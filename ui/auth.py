@@ -97,16 +97,19 @@ class RateLimiter:
         self._events: dict[str, deque[float]] = defaultdict(deque)
         self._lock = threading.Lock()
 
-    def allow(self, key: str) -> bool:
+    def blocked(self, key: str) -> bool:
+        """True when `key` already has `limit` events in the window."""
         now = time.monotonic()
         with self._lock:
             q = self._events[key]
             while q and now - q[0] > self.window_s:
                 q.popleft()
-            if len(q) >= self.limit:
-                return False
-            q.append(now)
-            return True
+            return len(q) >= self.limit
+
+    def hit(self, key: str) -> None:
+        """Record one event for `key`."""
+        with self._lock:
+            self._events[key].append(time.monotonic())
 
 
 class UserStore(Store):
@@ -152,10 +155,14 @@ class UserStore(Store):
 
     def login(self, name: str, password: str, client: str) -> str:
         """Check credentials (rate-limited per client and per name) and open a session; returns its token."""
-        if not (self.login_limiter.allow(f"ip:{client}") and self.login_limiter.allow(f"user:{name}")):
+        keys = (f"ip:{client}", f"user:{name}")
+        if any(self.login_limiter.blocked(k) for k in keys):
             raise AuthError("too many login attempts; wait a few minutes and try again")
         user = self.authenticate(name, password)
         if user is None:
+            # only failures count: colleagues behind one address (office NAT, proxy) can all log in
+            for k in keys:
+                self.login_limiter.hit(k)
             raise AuthError("wrong user name or password")
         token = secrets.token_urlsafe(32)
         now = utcnow()
