@@ -7,60 +7,11 @@ the command runs.
 
 from __future__ import annotations
 
-import functools
-import sys
-from collections.abc import Callable
 from pathlib import Path
-from types import ModuleType
-from typing import Any, TypeVar
 
 import click
 
-F = TypeVar("F", bound=Callable[..., Any])
-
-
-def _cli() -> ModuleType:
-    """The running ui.cli module (it is `__main__` under `python -m ui.cli`)."""
-    main = sys.modules.get("__main__")
-    if main is not None and getattr(getattr(main, "__spec__", None), "name", None) == "ui.cli":
-        return main
-    import importlib
-
-    return sys.modules.get("ui.cli") or importlib.import_module("ui.cli")
-
-
-def data_dir_option(func: F) -> F:
-    """--data-dir, as ui.cli.data_dir_option."""
-    return click.option(
-        "--data-dir",
-        type=click.Path(file_okay=False, path_type=Path),
-        default=None,
-        envvar="FIRSTLINE_DATA_DIR",
-        help="Data directory (database, indexes). Default: $FIRSTLINE_DATA_DIR or ~/.local/share/firstline.",
-    )(func)
-
-
-def json_option(func: F) -> F:
-    """--json, as ui.cli.json_option."""
-    return click.option("--json", "as_json", is_flag=True, help="Print one JSON document on stdout.")(func)
-
-
-def friendly_errors(func: F) -> F:
-    """ui.cli.friendly_errors, looked up when the command runs."""
-
-    @functools.wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        return _cli().friendly_errors(func)(*args, **kwargs)
-
-    return wrapper  # type: ignore[return-value]
-
-
-def emit(payload: dict[str, Any]) -> None:
-    _cli().emit(payload)
-
-
-def fail(message: str, code: int = 1) -> None:
-    _cli().fail(message, code)
+from ui.cli_common import data_dir_option, emit, fail, friendly_errors, json_option
 
 
 @click.command()
