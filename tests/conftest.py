@@ -13,7 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from models.fake import ScriptedChatModel
+# gradio_client otherwise reports usage to the internet (unreachable here, and not wanted anywhere)
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+
+from models.fake import ScriptedChatModel  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
