@@ -38,4 +38,8 @@ def test_customer_sees_a_streamed_answer(
         time.sleep(0.05)
     assert len([n for n in lengths if n > 0]) >= 3, lengths  # streamed, not delivered at once
     expect(bot_bubbles.last).not_to_have_text("", timeout=10_000)
+    # the answer names its knowledge-base sources, with links to the help-centre articles
+    expect(bot_bubbles.last).to_contain_text("Sources", timeout=30_000)
+    links = bot_bubbles.last.locator("a[href^='https://help.lumenet.example/']")
+    expect(links.first).to_be_visible(timeout=10_000)
     page.close()

@@ -171,3 +171,20 @@ def test_language_detection(text: str, lang: str) -> None:
 def test_language_falls_back_when_unclear() -> None:
     assert detect_language("OK", fallback="de") == "de"
     assert detect_language("12345", fallback="en") == "en"
+
+
+def test_faq_fast_path_answers_without_a_model_call(data_dir: Path) -> None:
+    from bot.knowledge import KnowledgeBase, ensure_demo_kb
+
+    db = data_dir / "firstline.db"
+    kb = KnowledgeBase(db)
+    ensure_demo_kb(kb)
+    model = ScriptedChatModel()
+    bot = make_bot(data_dir, model, knowledge=kb)
+    reply = bot.handle_message("faq", "How do I reset my password?")
+    assert reply.route == "faq" and model.history == []
+    assert reply.sources and reply.sources[0].path.startswith("faq/")
+    [(route, status, compute_s, prefill_s, model_id)] = db_rows(
+        data_dir, "SELECT route, status, compute_s, prefill_s, model_id FROM requests"
+    )
+    assert (route, status) == ("faq", "completed") and compute_s > 0 and prefill_s == 0 and not model_id
