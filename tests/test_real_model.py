@@ -126,12 +126,25 @@ def test_long_real_conversation_never_overflows_the_context(data_dir: Path) -> N
     db = data_dir / "firstline.db"
     bot = Bot(model=small, store=ConversationStore(db), ledger=Ledger(db, heartbeat=False), max_tokens=32)
     bot.settings.history_messages = 100
-    for i in range(12):
-        # distinct questions (the same question again would rightly go to a person)
-        topic = ["router", "invoice", "password", "Wi-Fi", "contract", "landline", "TV", "speed", "e-mail",
-                 "outage", "bank details", "moving"][i]  # fmt: skip
-        reply = bot.handle_message("long", f"Please explain everything about my {topic} in detail. " * 3)
-        assert reply.route == "model"
+    # distinct questions (the same question again would rightly go to a person); long enough that the
+    # history soon exceeds the 512-token context and must be trimmed
+    questions = [
+        "My router blinks red since this morning, what should I check first?",
+        "Why does my invoice list calls to mobile networks separately?",
+        "How long is the reset link for a forgotten password valid?",
+        "The Wi-Fi signal upstairs is weak, would a repeater help?",
+        "When can I leave the contract after the minimum term ends?",
+        "The landline is silent although internet works, any idea?",
+        "Can I add the TV package to my current tariff later on?",
+        "Speed test shows eighty instead of two hundred fifty, normal?",
+        "Where in the portal do I change the e-mail address for letters?",
+        "Is there a status page listing current outages in Hamburg?",
+        "I switched banks recently; where do I enter the new IBAN?",
+        "We move to Kiel next month; does the connection come along?",
+    ]
+    for question in questions:
+        reply = bot.handle_message("long", question + " Please explain it step by step in detail.")
+        assert reply.route == "model", (question, reply.reason)
     conn = sqlite3.connect(db)
     statuses = [r[0] for r in conn.execute("SELECT status FROM requests")]
     conn.close()
