@@ -65,8 +65,7 @@ CLARIFY = {
 }
 HANDOVER = {
     "en": (
-        "I am passing you on to a colleague from our support team, who will reply here. "
-        "Your ticket number is {ticket}."
+        "I am passing you on to a colleague from our support team, who will reply here. Your ticket number is {ticket}."
     ),
     "de": (
         "Ich gebe Sie an einen Kollegen aus unserem Support-Team weiter, der Ihnen hier antwortet. "
