@@ -54,6 +54,7 @@ class LlamaChatModel:
             "n_batch": self.settings.n_batch,
             "n_gpu_layers": self.settings.n_gpu_layers,
             "seed": self.settings.seed,
+            "flash_attn": self.settings.flash_attn,
         }
         self._llm = loader.load_llama(path, **self.load_kwargs)
         self.load_s = time.perf_counter() - t0

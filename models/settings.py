@@ -33,6 +33,13 @@ class ModelSettings(BaseSettings):
             "(CMAKE_ARGS=-DGGML_CUDA=on); ignored on a CPU-only build."
         ),
     )
+    flash_attn: bool = Field(
+        True,
+        description=(
+            "Flash attention in llama.cpp (llama.cpp's own default is 'auto', llama-cpp-python's is off): "
+            "measured about 10% faster prompt processing on a 2-core CPU (see docs/performance.md); false to compare."
+        ),
+    )
     prompt_cache_mb: int = Field(
         128,
         ge=0,

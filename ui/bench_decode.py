@@ -5,8 +5,8 @@ llama-cpp-python `create_chat_completion(stream=True)` on a second, identically 
 
 One round runs each of the three once, so a busy machine hits all three alike. llama.cpp's threads spin
 at a barrier after every graph node: when another process takes one of the cores, the other thread
-waits, and a round can be 10x slower. Rounds where any of the three ran below 80% of its own best are
-counted as disturbed and left out of the medians and target ratios (the report says how many).
+waits, and a round can be 10x slower. Rounds where any of the three ran below 80% of its median round
+are counted as disturbed and left out of the medians and target ratios (the report says how many).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from typing import Any
 from ui.bench import Bench, Shared, decode_rate, fmt, median, ratio, spread
 from ui.bench_model import LONG_QUESTION, ClockedModel, bot_for, close_services, ensure_model, run_turn
 
-UNDISTURBED = 0.8  # a round counts when each of the three reached this share of its best round
+UNDISTURBED = 0.8  # a round counts when each of the three reached this share of its median round
 
 
 @dataclass
@@ -102,10 +102,16 @@ def decode(bench: Bench, shared: Shared) -> None:
 
 
 def undisturbed(rounds: list[Round]) -> list[Round]:
-    """Rounds where (a), (b) and (c) each reached UNDISTURBED of their best (all rounds if none did)."""
-    best = {k: max((getattr(r, k) or 0.0 for r in rounds), default=0.0) for k in ("a_tps", "b_tps", "c_tps")}
+    """Rounds where (a), (b) and (c) each reached UNDISTURBED of their median round (all if none did).
+
+    Another process only ever slows a round down, so a round far below the typical one was disturbed;
+    the median (not the best) is the reference, so one unusually fast round does not reject the rest.
+    """
+    typical = {k: median([getattr(r, k) for r in rounds]) or 0.0 for k in ("a_tps", "b_tps", "c_tps")}
     kept = [
-        r for r in rounds if all(getattr(r, k) and getattr(r, k) >= UNDISTURBED * best[k] for k in best if best[k] > 0)
+        r
+        for r in rounds
+        if all(getattr(r, k) and getattr(r, k) >= UNDISTURBED * typical[k] for k in typical if typical[k] > 0)
     ]
     return kept or rounds
 
@@ -171,7 +177,7 @@ def report_rounds(bench: Bench, rounds: list[Round], n_prompt: int) -> None:
     bench.add("decode.breakdown.firstline_ms", per["a"], "ms/token", "firstline full chat path, per token")
 
     bench.note(
-        f"{len(kept)} of {len(rounds)} rounds undisturbed (each of the three at >= {UNDISTURBED:.0%} of its best). "
+        f"{len(kept)} of {len(rounds)} rounds undisturbed (each of the three at >= {UNDISTURBED:.0%} of its median). "
         f"All rounds: firstline {spread([r.a_tps for r in rounds])}, llama-cpp-python "
         f"{spread([r.b_tps for r in rounds])}, native {spread([r.c_tps for r in rounds])} tok/s at 1-minute load "
         f"{spread([r.load for r in rounds])} on {os.cpu_count()} cores. llama.cpp's threads spin at a barrier "

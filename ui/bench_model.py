@@ -25,6 +25,7 @@ FOLLOW_UP_TURNS = (
     "I restarted it twice and the light is still orange. Which cable should I check first?",
 )
 FOLLOW_UP_QUESTION = "Should the grey cable go into the DSL port or the LAN port of the router?"
+TOPIC_CHANGE_QUESTION = "Another thing: can I move my contract to my new flat in another city next month?"
 OTHER_QUESTION = "The Wi-Fi in my kitchen is much weaker than in the living room. How can I improve it?"
 
 
@@ -174,95 +175,6 @@ def run_turn(services: Any, conversation_id: str, text: str, on_piece: Callable[
     if turn.reply is not None and turn.reply.request_id:
         turn.row = services.ledger.get(turn.reply.request_id) or {}
     return turn
-
-
-# -- follow-up turns: prompt caching ------------------------------------------------------------------
-VARIANTS = {
-    "same_conversation": "same conversation continues (live KV cache)",
-    "cold": "uncached: KV cache and saved states cleared",
-    "interleaved_no_state_cache": "another conversation in between, state cache off",
-    "interleaved_state_cache": "another conversation in between, state cache on",
-}
-
-
-def follow_up_cache(bench: Bench, shared: Shared) -> None:
-    """Time to first token of a third turn, with and without the cached prefix (system prompt + history)."""
-    model = ensure_model(bench, shared)
-    services = bot_for(bench, model, "cache")
-    bot = services.bot
-    states = model.state_cache
-    reps = bench.options.cache_reps
-    results: dict[str, list[Turn]] = {k: [] for k in VARIANTS}
-    try:
-        for r in range(reps):
-            for variant in VARIANTS:
-                conv = f"bench-cache-{variant}-{r}"
-                states.enabled = True
-                bot.max_tokens = 32
-                for text in FOLLOW_UP_TURNS:
-                    run_turn(services, conv, text)
-                if variant == "cold":
-                    model.reset_cache()
-                elif variant.startswith("interleaved"):
-                    states.enabled = variant == "interleaved_state_cache"
-                    run_turn(services, f"bench-cache-other-{variant}-{r}", OTHER_QUESTION)
-                bot.max_tokens = 8
-                results[variant].append(run_turn(services, conv, FOLLOW_UP_QUESTION))
-                states.enabled = True
-        bench.progress(f"follow-up turns: {reps} runs x {len(VARIANTS)} variants done")
-        ttft = {}
-        for variant, label in VARIANTS.items():
-            turns = results[variant]
-            ttft[variant] = median([t.ttft_s for t in turns if t.ttft_s is not None])
-            bench.add(f"cache.ttft.{variant}", _ms(ttft[variant]), "ms", f"follow-up TTFT: {label}")
-            bench.add(
-                f"cache.cached_tokens.{variant}",
-                median([t.row.get("cached_tokens") or 0 for t in turns]),
-                "tokens",
-                f"prompt tokens reused: {label}",
-            )
-        bench.add(
-            "cache.prompt_tokens",
-            median([t.row.get("prompt_tokens") or 0 for t in results["cold"]]),
-            "tokens",
-            "follow-up prompt length",
-        )
-        same = ratio(ttft["cold"], ttft["same_conversation"])
-        state = ratio(ttft["interleaved_no_state_cache"], ttft["interleaved_state_cache"])
-        bench.add("cache.speedup.same_conversation", same, "x", "uncached / cached TTFT (same conversation)")
-        bench.add("cache.speedup.state_cache", state, "x", "interleaved: no state cache / state cache TTFT")
-        bench.add(
-            "cache.speedup.state_cache_vs_cold",
-            ratio(ttft["cold"], ttft["interleaved_state_cache"]),
-            "x",
-            "uncached / state-cache-restored TTFT",
-        )
-        state_cost(bench, model)
-    finally:
-        states.enabled = True
-        close_services(bench)
-
-
-def state_cost(bench: Bench, model: Any) -> None:
-    """What saving and restoring one conversation's KV state costs."""
-    from models import loader
-
-    with model.lock:
-        llm = model.llama
-        n = int(llm.n_tokens)
-        if n < 8:
-            return
-        tokens = list(llm.input_ids[:n])
-        t0 = time.perf_counter()
-        state = loader.save_sequence_state(llm)
-        t1 = time.perf_counter()
-        ok = loader.load_sequence_state(llm, state, tokens)
-        t2 = time.perf_counter()
-    bench.add("cache.state.tokens", n, "tokens", "saved state length")
-    bench.add("cache.state.bytes_per_token", len(state) / n, "B/token", "saved KV state per token")
-    bench.add("cache.state.save_ms", (t1 - t0) * 1000, "ms", f"save the state of {n} tokens")
-    bench.add("cache.state.restore_ms", (t2 - t1) * 1000 if ok else None, "ms", f"restore {n} tokens")
-    bench.add("cache.state.budget_mb", model.settings.prompt_cache_mb, "MiB", "FIRSTLINE_PROMPT_CACHE_MB")
 
 
 # -- accounting accuracy ------------------------------------------------------------------------------

@@ -79,6 +79,7 @@ class NativeBench:
         self.n_prompt, self.n_gen = n_prompt, n_gen
         kw = model.load_kwargs
         self.threads = int(kw["n_threads"])
+        self.fa = "1" if kw.get("flash_attn") else "0"  # as the model was loaded
         ngl = int(kw["n_gpu_layers"])
         self.common = [
             "-m", str(model.path),
@@ -110,10 +111,11 @@ class NativeBench:
         self.records.extend(records)
         return records
 
-    def round(self, reps: int = 1, fa: str = "0", threads: str | None = None) -> dict[str, float | None]:
+    def round(self, reps: int = 1, fa: str | None = None, threads: str | None = None) -> dict[str, float | None]:
         """Prompt processing of n_prompt tokens, and decoding n_gen tokens after them (-d n_prompt)."""
         if self.binary is None:
             return {}
+        fa = fa or self.fa
         t = threads or str(self.threads)
         pp = self._run(["-fa", fa, "-r", str(reps), "-t", t, "-p", str(self.n_prompt), "-n", "0"])
         tg = self._run(
@@ -127,27 +129,33 @@ class NativeBench:
         }
 
     def extras(self) -> None:
-        """Flash attention on, and one thread: what the defaults leave on the table (full runs only)."""
+        """Flash attention on and off back to back, and one thread: what the settings are worth (full runs)."""
         if self.binary is None:
             return
         bench, reps = self.bench, 2
         try:
-            fa = self.round(reps, fa="1")
-            base = self.round(reps)
+            on = self.round(reps, fa="1")
+            off = self.round(reps, fa="0")
         except RuntimeError as exc:
             bench.note(f"native extras skipped: {exc}")
             return
         bench.add(
-            "native.tg.flash_attn.tokens_per_s", fa.get("tg_tps"), "tok/s", "llama-bench decode, flash attention on"
+            "native.tg.flash_attn_on.tokens_per_s", on.get("tg_tps"), "tok/s", "llama-bench decode, flash attention on"
         )
         bench.add(
-            "native.pp.flash_attn.tokens_per_s", fa.get("pp_tps"), "tok/s", "llama-bench prompt, flash attention on"
-        )
-        bench.add(
-            "native.tg.same_run.tokens_per_s",
-            base.get("tg_tps"),
+            "native.tg.flash_attn_off.tokens_per_s",
+            off.get("tg_tps"),
             "tok/s",
-            "llama-bench decode, flash attention off (same run)",
+            "llama-bench decode, flash attention off",
+        )
+        bench.add(
+            "native.pp.flash_attn_on.tokens_per_s", on.get("pp_tps"), "tok/s", "llama-bench prompt, flash attention on"
+        )
+        bench.add(
+            "native.pp.flash_attn_off.tokens_per_s",
+            off.get("pp_tps"),
+            "tok/s",
+            "llama-bench prompt, flash attention off",
         )
         one = None
         if self.threads > 1:
@@ -156,12 +164,12 @@ class NativeBench:
             except RuntimeError as exc:
                 bench.note(f"native one-thread run skipped: {exc}")
         bench.add("native.tg.one_thread.tokens_per_s", one, "tok/s", "llama-bench decode, 1 thread")
-        if fa.get("tg_tps") and base.get("tg_tps"):
+        if on.get("tg_tps") and off.get("tg_tps"):
             bench.note(
-                f"Flash attention (off in llama-cpp-python's default, auto in llama-bench's) changes native "
-                f"decode from {fmt(base['tg_tps'], 1)} to {fmt(fa['tg_tps'], 1)} tok/s and prompt processing "
-                f"from {fmt(base['pp_tps'], 0)} to {fmt(fa['pp_tps'], 0)} tok/s here (back-to-back runs); all "
-                f"comparisons use it off, as firstline loads the model."
+                f"Flash attention (FIRSTLINE_FLASH_ATTN, on by default; llama-cpp-python's own default is off, "
+                f"llama.cpp's auto), back to back: decode {fmt(off['tg_tps'], 1)} tok/s off, {fmt(on['tg_tps'], 1)} "
+                f"on; prompt processing {fmt(off['pp_tps'], 0)} tok/s off, {fmt(on['pp_tps'], 0)} on. All "
+                f"comparisons above use the setting the model was loaded with (-fa {self.fa})."
             )
 
     def describe(self) -> None:
@@ -174,7 +182,7 @@ class NativeBench:
             "cpu_info": self.records[0].get("cpu_info") if self.records else None,
         }
         self.bench.note(
-            f"native: `llama-bench {' '.join(self.common)} -fa 0 -t {self.threads} -p {self.n_prompt} -n 0` "
+            f"native: `llama-bench {' '.join(self.common)} -fa {self.fa} -t {self.threads} -p {self.n_prompt} -n 0` "
             f"(prompt) and `... -p 0 -n {self.n_gen} -d {self.n_prompt}` (decode after the prompt, as in the "
             f"chat runs); one repetition per round, interleaved with the Python runs."
         )

@@ -96,7 +96,9 @@ class ServerProcess:
         try:
             row = conn.execute(
                 "SELECT COUNT(*), COALESCE(SUM(completion_tokens), 0), COALESCE(SUM(prefill_s + decode_s), 0), "
-                "COALESCE(SUM(queue_wait_s), 0) FROM requests WHERE started_at >= ? AND route = 'model'",
+                "COALESCE(SUM(queue_wait_s), 0), COALESCE(SUM(prefill_s), 0), COALESCE(SUM(decode_s), 0), "
+                "COALESCE(SUM(cached_tokens), 0), COALESCE(SUM(prompt_tokens), 0) "
+                "FROM requests WHERE started_at >= ? AND route = 'model'",
                 [since],
             ).fetchone()
             routes = dict(
@@ -104,7 +106,17 @@ class ServerProcess:
             )
         finally:
             conn.close()
-        return {"requests": row[0], "tokens": row[1], "compute_s": row[2], "queue_wait_s": row[3], "routes": routes}
+        return {
+            "requests": row[0],
+            "tokens": row[1],
+            "compute_s": row[2],
+            "queue_wait_s": row[3],
+            "prefill_s": row[4],
+            "decode_s": row[5],
+            "cached_tokens": row[6],
+            "prompt_tokens": row[7],
+            "routes": routes,
+        }
 
 
 def _assistant_text(history: Any) -> str:
@@ -248,6 +260,20 @@ def concurrency(bench: Bench, shared: Shared) -> None:
         for q in (50, 95):
             p = percentile(lv["ttfts"], q)
             bench.add(f"{key}.ttft.p{q}", p and p * 1000, "ms", f"{n} session(s): first streamed token p{q}")
+        led = lv["ledger"]
+        bench.add(
+            f"{key}.decode_tokens_per_s",
+            ratio(led["tokens"], led["decode_s"]),
+            "tok/s",
+            f"{n} session(s): decode speed of the model itself",
+        )
+        bench.add(
+            f"{key}.prefill_s_per_request",
+            ratio(led["prefill_s"], led["requests"]),
+            "s",
+            f"{n} session(s): prefill per request ({fmt(ratio(led['cached_tokens'], led['prompt_tokens']), 2)} of "
+            f"prompt tokens cached)",
+        )
         bench.add(
             f"{key}.model_busy",
             ratio(lv["ledger"]["compute_s"], lv["wall_s"]),
@@ -271,6 +297,10 @@ def concurrency(bench: Bench, shared: Shared) -> None:
     if slower:
         n, v = min(slower, key=lambda x: x[1] or 0)
         bench.details["cause.concurrency_throughput"] = (
-            f"{n} sessions: {fmt(v, 1)} vs {fmt(one, 1)} tok/s with one; model busy "
-            f"{fmt((bench.value(f'server.sessions_{n}.model_busy') or 0) * 100, 0)}% of the time"
+            f"{n} sessions: {fmt(v, 1)} vs {fmt(one, 1)} tok/s with one; the model is busy "
+            f"{fmt((bench.value(f'server.sessions_{n}.model_busy') or 0) * 100, 0)}% vs "
+            f"{fmt((bench.value('server.sessions_1.model_busy') or 0) * 100, 0)}% of the time and itself decodes at "
+            f"{fmt(bench.value(f'server.sessions_{n}.decode_tokens_per_s'), 1)} vs "
+            f"{fmt(bench.value('server.sessions_1.decode_tokens_per_s'), 1)} tok/s: streaming to more clients "
+            f"takes CPU from llama.cpp's threads on {os.cpu_count()} cores"
         )
