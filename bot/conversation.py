@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Generator, Iterator
+from collections.abc import Generator, Iterator, Sequence
 from typing import cast
 
 from langchain_core.messages import AIMessage, BaseMessage, BaseMessageChunk, HumanMessage
@@ -237,8 +237,7 @@ class Bot:
         max_tokens: int,
     ) -> Iterator[Delta | Reply]:
         sources = decision.sources
-        context = [_passage(i + 1, s) for i, s in enumerate(sources)] if self.knowledge is not None else None
-        messages = self.build_messages(text, lang, history, context)
+        messages = self.build_messages(text, lang, history, sources if self.knowledge is not None else None)
         pieces: list[str] = []
         usages: list[Usage] = []
         stream = cast(
@@ -293,24 +292,52 @@ class Bot:
                     decision.reason)  # fmt: skip
 
     def build_messages(
-        self, text: str, lang: Lang, history: list[Message], context: list[str] | None
+        self, text: str, lang: Lang, history: list[Message], sources: Sequence[Source] | None
     ) -> list[BaseMessage]:
-        """The prompt: system (+ context), as much recent history as fits, and the question."""
+        """The prompt: the fixed system message, as much recent history as fits, and the question with the
+        passages retrieved for it (`sources` None: the bot has no knowledge base).
+
+        Earlier questions keep the passages they were sent with (rebuilt from the sources stored with each
+        model answer), so a follow-up prompt extends the previous one and llama.cpp reuses the KV cache for
+        everything before the new question; a passage already in the prompt is not repeated. When the prompt
+        does not fit, earlier questions lose their passages first (oldest first: the prompt then still
+        extends the previous turn's up to the first question that keeps them), then the oldest turns go,
+        then the current question's least relevant passages, and finally the question is shortened."""
         budget = self.model.n_ctx - self.max_tokens - SAFETY_TOKENS
-        system = prompts.system_prompt(lang, self.settings.company_name, context)
+        system = prompts.system_prompt(lang, self.settings.company_name)
         turns = [m for m in history if m.role in ("user", "assistant", "staff")]
+        current = list(sources) if sources is not None else None
+        expand_from = 0 if current is not None else len(turns)  # turns from here on keep their passages
         while True:
-            value = prompts.CHAT_PROMPT.invoke({"system": system, "history": _as_langchain(turns), "question": text})
+            seen: set[tuple[str, str, str]] = set()
+            past = [self._past_turn(turns, i, lang, seen, i >= expand_from) for i in range(len(turns))]
+            question = prompts.user_turn(lang, text, None if current is None else _passages(current, lang, seen))
+            value = prompts.CHAT_PROMPT.invoke({"system": system, "history": past, "question": question})
             messages = value.to_messages()
             if self.model.count_tokens(to_chat_messages(messages)) <= budget:
                 return messages
-            if turns:
-                turns = turns[1:]  # drop the oldest turn first
-            elif context:
-                context = context[:-1]  # then the least relevant passage
-                system = prompts.system_prompt(lang, self.settings.company_name, context)
+            if expand_from < len(turns):
+                expand_from += 1
+            elif turns:
+                turns = turns[1:]  # drop the oldest turn
+                expand_from = len(turns)
+            elif current:
+                current = current[:-1]  # then the least relevant passage
             else:
                 text = _shorten(text)  # finally the question itself (only when it alone overflows)
+
+    @staticmethod
+    def _past_turn(
+        turns: list[Message], i: int, lang: Lang, seen: set[tuple[str, str, str]], expand: bool
+    ) -> BaseMessage:
+        """History message i as the model saw it: a question answered by the model with its passages."""
+        m = turns[i]
+        if m.role != "user":
+            return AIMessage(m.content)
+        answer = turns[i + 1] if i + 1 < len(turns) else None
+        if expand and answer is not None and answer.role == "assistant" and answer.route == "model":
+            return HumanMessage(prompts.user_turn(lang, m.content, _passages(answer.sources, lang, seen)))
+        return HumanMessage(m.content)
 
 
 def _degrade(decision: Decision, step: Step) -> Decision:
@@ -322,13 +349,15 @@ def _degrade(decision: Decision, step: Step) -> Decision:
     return decision
 
 
-def _passage(n: int, source: Source) -> str:
-    head = f"[{n}] {source.title}" + (f" — {source.section}" if source.section else "")
-    return f"{head}\n{source.snippet[:PASSAGE_CHARS]}"
-
-
-def _as_langchain(history: list[Message]) -> list[BaseMessage]:
-    return [HumanMessage(m.content) if m.role == "user" else AIMessage(m.content) for m in history]
+def _passages(sources: Sequence[Source], lang: Lang, seen: set[tuple[str, str, str]]) -> list[str]:
+    """Numbered passages; one already shown earlier in the prompt is named, not repeated (`seen` is updated)."""
+    out = []
+    for n, source in enumerate(sources, 1):
+        head = f"[{n}] {source.title}" + (f" — {source.section}" if source.section else "")
+        key = (source.title, source.section, source.snippet[:PASSAGE_CHARS])
+        out.append(f"{head} {prompts.SEEN_ABOVE[lang]}" if key in seen else f"{head}\n{key[2]}")
+        seen.add(key)
+    return out
 
 
 def _shorten(text: str) -> str:

@@ -122,13 +122,13 @@ class ConversationStore(Store):
 
     def messages(self, conversation_id: str, limit: int | None = None) -> list[Message]:
         """The conversation's messages, oldest first (the last `limit` ones if given)."""
-        sql = "SELECT role, content, created_at, request_id, route FROM messages WHERE conversation_id = ?"
+        sql = "SELECT role, content, created_at, request_id, route, sources FROM messages WHERE conversation_id = ?"
         with self.read() as db:
             if limit is None:
                 rows = list(db.query(sql + " ORDER BY id", [conversation_id]))
             else:
                 rows = list(db.query(sql + " ORDER BY id DESC LIMIT ?", [conversation_id, limit]))[::-1]
-        return [Message(**r) for r in rows]
+        return [Message(**{**r, "sources": _sources(r["sources"])}) for r in rows]
 
     def newest_message_id(self, conversation_id: str, roles: tuple[str, ...] = ()) -> int:
         """Id of the newest message (of the given roles), 0 if none."""
@@ -145,3 +145,19 @@ class ConversationStore(Store):
         """Raw message rows (with sources JSON), oldest first."""
         with self.read() as db:
             return list(db.query("SELECT * FROM messages WHERE conversation_id = ? ORDER BY id", [conversation_id]))
+
+
+def _sources(raw: str | None) -> tuple[Source, ...]:
+    """Stored sources JSON back to Source objects (unknown keys ignored, a damaged value read as none)."""
+    if not raw:
+        return ()
+    try:
+        items = json.loads(raw)
+    except ValueError:
+        return ()
+    fields = ("title", "path", "score", "snippet", "url", "section")
+    out = []
+    for item in items if isinstance(items, list) else []:
+        if isinstance(item, dict) and isinstance(item.get("title"), str) and isinstance(item.get("path"), str):
+            out.append(Source(**{k: item[k] for k in fields if k in item}))
+    return tuple(out)

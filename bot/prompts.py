@@ -9,14 +9,16 @@ from bot.types import Lang
 SYSTEM_EN = (
     "You are the first-level customer support assistant of {company}. Answer the customer's question "
     "briefly and politely in English, in at most five sentences. Use only the facts in the knowledge "
-    "base excerpts below; if they do not contain the answer, say that you do not know and offer to "
+    "base excerpts that come with the customer's messages; if they do not contain the answer, say "
+    "that you do not know and offer to "
     "hand the conversation to a human colleague. Never invent prices, dates or account details. You "
     "cannot see customer accounts, bills or payments."
 )
 SYSTEM_DE = (
     "Du bist der Kundenservice-Assistent von {company} im First-Level-Support. Antworte kurz und "
     "höflich auf Deutsch (Sie-Form), in höchstens fünf Sätzen. Nutze nur die Fakten aus den "
-    "Wissensdatenbank-Auszügen unten; wenn sie die Antwort nicht enthalten, sage, dass du es nicht "
+    "Wissensdatenbank-Auszügen, die mit den Nachrichten des Kunden kommen; wenn sie die Antwort "
+    "nicht enthalten, sage, dass du es nicht "
     "weißt, und biete an, das Gespräch an einen Mitarbeiter zu übergeben. Erfinde niemals Preise, "
     "Termine oder Kontodaten. Du kannst keine Kundenkonten, Rechnungen oder Zahlungen einsehen."
 )
@@ -35,13 +37,24 @@ CHAT_PROMPT = ChatPromptTemplate.from_messages(
 )
 
 
-def system_prompt(lang: Lang, company: str, context: list[str] | None = None) -> str:
-    """The system message: role, language, grounding rules, and the retrieved passages (if any)."""
-    base = (SYSTEM_DE if lang == "de" else SYSTEM_EN).format(company=company)
+QUESTION_HEADER = {"en": "Customer question:", "de": "Frage des Kunden:"}
+SEEN_ABOVE = {"en": "(the same excerpt as above)", "de": "(derselbe Auszug wie oben)"}
+
+
+def system_prompt(lang: Lang, company: str) -> str:
+    """The system message: role, language and grounding rules. It is the same for every turn and every
+    conversation in a language, so its KV cache is reused; the retrieved passages go with each question."""
+    return (SYSTEM_DE if lang == "de" else SYSTEM_EN).format(company=company)
+
+
+def user_turn(lang: Lang, question: str, context: list[str] | None) -> str:
+    """A customer message as the model sees it: the passages retrieved for it, then the question itself.
+
+    `context` None means the bot has no knowledge base (the question goes alone); an empty list says so."""
     if context is None:
-        return base
+        return question
     body = "\n\n".join(context) if context else NO_CONTEXT[lang]
-    return f"{base}\n\n{CONTEXT_HEADER[lang]}\n{body}"
+    return f"{CONTEXT_HEADER[lang]}\n{body}\n\n{QUESTION_HEADER[lang]} {question}"
 
 
 EMPTY_INPUT = {

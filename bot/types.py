@@ -48,6 +48,7 @@ class Message:
     created_at: str = ""
     request_id: str | None = None
     route: str | None = None
+    sources: tuple[Source, ...] = ()  # for a model answer: the passages its question was sent with
 
 
 @dataclass(frozen=True)

@@ -145,7 +145,11 @@ def decode_runs(model: Any, messages: list[Any], gen_tokens: int, reps: int) -> 
         t0 = time.perf_counter()
         first = None
         n = 0
-        for chunk in plain.create_chat_completion(raw, max_tokens=gen_tokens, temperature=0.0, stream=True):
+        st = model.settings  # the same sampling chain as ours (penalties included), greedy
+        for chunk in plain.create_chat_completion(
+            raw, max_tokens=gen_tokens, temperature=0.0, top_k=st.top_k, top_p=st.top_p, min_p=st.min_p,
+            repeat_penalty=st.repeat_penalty, stream=True,
+        ):  # fmt: skip
             if chunk["choices"][0]["delta"].get("content"):
                 n += 1
                 if first is None:

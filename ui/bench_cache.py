@@ -9,9 +9,11 @@ between with the state cache off / on):
 * the model with a stable prefix: LlamaChatModel.stream on [system prompt, history, question], the
   layout prefix caching is built for, to show what the KV cache and the state cache can do.
 
-The bot puts the knowledge-base excerpts retrieved for the *current* question into the system message,
-in front of the history, so on the chat path a follow-up shares only the base system prompt with the
-previous turn; the two families side by side show what that layout costs.
+The bot sends each question with the knowledge-base excerpts retrieved for it and keeps earlier questions'
+excerpts in place (bot.conversation.Bot.build_messages), so a follow-up's prompt extends the previous
+turn's and only the new question and its excerpts are prefilled. (Until 2026-11-28 the excerpts of the
+current question sat in the system message, in front of the history, and a follow-up shared only the
+99-token base system prompt with the previous turn: 1.1x.)
 """
 
 from __future__ import annotations
@@ -177,20 +179,17 @@ def explain(bench: Bench) -> None:
     bench.note(
         f"Chat path, follow-up on the same topic: the prompt of {fmt(n_chat, 0)} tokens reuses "
         f"{fmt(shared_tokens, 0)} of them from the previous turn ({fmt(chat_same, 0)} ms to the first token "
-        f"against {fmt(chat_cold, 0)} ms uncached). The bot builds the prompt as [system prompt + knowledge-base "
-        f"excerpts for the current question] [history] [question]: when the follow-up retrieves the same "
-        f"excerpts the whole history is reused; when it retrieves others, everything after the 99-token base "
-        f"system prompt differs from the previous turn and is prefilled again (next note)."
+        f"against {fmt(chat_cold, 0)} ms uncached). The bot builds the prompt as [base system prompt] [earlier "
+        f"questions with the excerpts they were sent with, earlier answers] [excerpts for this question + "
+        f"question]; an excerpt already in the prompt is named, not repeated. Only the new question and its new "
+        f"excerpts are prefilled."
     )
     bench.note(
         f"Stable prefix (model level, [system prompt] [history] [question], no excerpts): the follow-up starts in "
         f"{fmt(v('cache.model.ttft.same_conversation'), 0)} ms instead of {fmt(v('cache.model.ttft.cold'), 0)} ms "
         f"uncached; after another conversation's turn it starts in "
         f"{fmt(v('cache.model.ttft.interleaved_state_cache'), 0)} ms with the state cache "
-        f"(FIRSTLINE_PROMPT_CACHE_MB) and {fmt(v('cache.model.ttft.interleaved_no_state_cache'), 0)} ms without. "
-        f"Proposal for the bot: keep the prompt's prefix stable across turns (excerpts after the history, e.g. "
-        f"in the current user turn, or keep earlier turns' excerpts in place and append new ones) so the cache "
-        f"can skip the history; the excerpts of the current question still need a prefill."
+        f"(FIRSTLINE_PROMPT_CACHE_MB) and {fmt(v('cache.model.ttft.interleaved_no_state_cache'), 0)} ms without."
     )
     bench.note(
         f"Chat path, follow-up on a new topic (different excerpts): the prompt of "
@@ -204,8 +203,8 @@ def explain(bench: Bench) -> None:
         if speedup is not None and speedup < 2.0:
             bench.details[f"cause.cached_follow_up.{family}"] = (
                 f"reuses only {fmt(v(f'cache.{family}.cached_tokens.same_conversation'), 0)} of "
-                f"{fmt(v(f'cache.{family}.prompt_tokens'), 0)} prompt tokens: the per-question excerpts sit in the "
-                f"system message before the history (stable-prefix layout: "
+                f"{fmt(v(f'cache.{family}.prompt_tokens'), 0)} prompt tokens: the new question's own excerpts "
+                f"must be prefilled (stable-prefix layout without excerpts: "
                 f"{fmt(v('cache.model.speedup.same_conversation'), 1)}x)"
             )
 
