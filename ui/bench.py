@@ -257,54 +257,29 @@ def judge_targets(bench: Bench) -> None:
     """Mark each issue #7 target met / missed / not measured from the figures."""
     sel = bench.options.sections
     v = bench.value
-    if "decode" in sel:
-        r = v("decode.ratio.firstline_vs_llama_cpp_python")
-        bench.target(
-            "decode_vs_llama_cpp_python",
-            "full chat path decodes at >= 95% of plain llama-cpp-python",
-            _meets(r, lambda x: x >= 0.95),
-            f"{fmt(None if r is None else r * 100, 1)}%",
-            bench.details.get("cause.decode_vs_llama_cpp_python", ""),
-        )
-        r = v("decode.ratio.firstline_vs_native")
-        bench.target(
-            "decode_vs_native",
-            "full chat path decodes at >= 85% of native llama.cpp",
-            _meets(r, lambda x: x >= 0.85),
-            f"{fmt(None if r is None else r * 100, 1)}%",
-            bench.details.get("cause.decode_vs_native", ""),
-        )
-    if "cache" in sel:
-        r = v("cache.chat.speedup.same_conversation")
-        bench.target(
-            "cached_follow_up",
-            "chat path, follow-up on the same topic: starts >= 2x as fast as uncached",
-            _meets(r, lambda x: x >= 2.0),
-            f"{fmt(r, 1)}x",
-            bench.details.get("cause.cached_follow_up.chat", ""),
-        )
-        r = v("cache.chat_topic.speedup.same_conversation")
-        bench.target(
-            "cached_follow_up_new_topic",
-            "chat path, follow-up on a new topic: starts >= 2x as fast as uncached",
-            _meets(r, lambda x: x >= 2.0),
-            f"{fmt(r, 1)}x",
-            bench.details.get("cause.cached_follow_up.chat_topic", ""),
-        )
-        r = v("cache.model.speedup.same_conversation")
-        bench.target(
-            "cached_follow_up_stable_prefix",
-            "model, stable prefix: a cached follow-up turn starts >= 2x as fast as an uncached one",
-            _meets(r, lambda x: x >= 2.0),
-            f"{fmt(r, 1)}x",
-        )
-        r = v("cache.model.speedup.state_cache")
-        bench.target(
-            "interleaved_follow_up",
-            "another conversation in between: the follow-up still starts >= 2x faster (state cache)",
-            _meets(r, lambda x: x >= 2.0),
-            f"{fmt(r, 1)}x",
-        )
+    # (section, target name, goal, figure, threshold, as percent, cause key)
+    simple = (
+        ("decode", "decode_vs_llama_cpp_python", "full chat path decodes at >= 95% of plain llama-cpp-python",
+         "decode.ratio.firstline_vs_llama_cpp_python", 0.95, True, "cause.decode_vs_llama_cpp_python"),
+        ("decode", "decode_vs_native", "full chat path decodes at >= 85% of native llama.cpp",
+         "decode.ratio.firstline_vs_native", 0.85, True, "cause.decode_vs_native"),
+        ("cache", "cached_follow_up", "chat path, follow-up on the same topic: starts >= 2x as fast as uncached",
+         "cache.chat.speedup.same_conversation", 2.0, False, "cause.cached_follow_up.chat"),
+        ("cache", "cached_follow_up_new_topic", "chat path, follow-up on a new topic: starts >= 2x as fast as uncached",
+         "cache.chat_topic.speedup.same_conversation", 2.0, False, "cause.cached_follow_up.chat_topic"),
+        ("cache", "cached_follow_up_stable_prefix",
+         "model, stable prefix: a cached follow-up turn starts >= 2x as fast as an uncached one",
+         "cache.model.speedup.same_conversation", 2.0, False, ""),
+        ("cache", "interleaved_follow_up",
+         "another conversation in between: the follow-up still starts >= 2x faster (state cache)",
+         "cache.model.speedup.state_cache", 2.0, False, ""),
+    )  # fmt: skip
+    for section, name, goal, figure, threshold, percent, cause in simple:
+        if section not in sel:
+            continue
+        r = v(figure)
+        shown = f"{fmt(None if r is None else r * 100, 1)}%" if percent else f"{fmt(r, 1)}x"
+        bench.target(name, goal, None if r is None else r >= threshold, shown, bench.details.get(cause, ""))
     if "faq" in sel:
         p50 = v("faq.latency.p50")
         calls = v("faq.model_calls")
