@@ -10,6 +10,12 @@ There is one KV cache per process, so a turn of another conversation in between 
 follow-up its whole history again. A `StateCache` (models/state_cache.py) saves the live sequence state
 just before a different prompt overwrites it, and restores the saved state that shares the longest
 prefix with a new prompt when that beats what the live cache offers.
+
+On the CPU every generation step runs on one dedicated thread (`ComputeThread`). llama.cpp's CPU backend
+uses OpenMP, which keeps a team of spinning worker threads per *calling* thread: when Gradio's worker
+threads took turns calling the model, the previous caller's team was still spinning while the next one
+started, and on 2 cores decoding dropped from ~115 to 65-90 tok/s (docs/performance.md). Steps are still
+pulled by the consumer one at a time, so time the consumer holds a piece stays out of the compute time.
 """
 
 from __future__ import annotations
@@ -17,9 +23,10 @@ from __future__ import annotations
 import codecs
 import logging
 import os
+import queue
 import threading
 import time
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +43,52 @@ log = logging.getLogger(__name__)
 # Restoring a saved state pays off when it saves re-reading at least this many prompt tokens, and a live
 # state is only worth saving when this many of its tokens would otherwise be lost.
 MIN_STATE_TOKENS = 32
+
+
+class ComputeThread:
+    """One long-lived thread that runs the calls given to `call` in order (llama.cpp compute on the CPU)."""
+
+    def __init__(self, name: str = "llama-compute") -> None:
+        self._jobs: queue.SimpleQueue[tuple[Callable[[], Any], _Job] | None] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
+        self._thread.start()
+
+    def _loop(self) -> None:
+        while (item := self._jobs.get()) is not None:
+            fn, job = item
+            try:
+                job.result = fn()
+            except BaseException as exc:  # handed to the caller, StopIteration included
+                job.error = exc
+            del fn, item  # hold no reference to the caller's objects (an abandoned generation must be freed)
+            job.done.set()
+
+    def call(self, fn: Callable[[], Any]) -> Any:
+        """Run fn on the compute thread and return its result (or raise its exception) here."""
+        if threading.current_thread() is self._thread or not self._thread.is_alive():
+            return fn()
+        job = _Job()
+        self._jobs.put((fn, job))
+        job.done.wait()
+        if job.error is not None:
+            raise job.error
+        return job.result
+
+    def stop(self) -> None:
+        self._jobs.put(None)
+
+
+class _Job:
+    __slots__ = ("done", "error", "result")
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+        self.error: BaseException | None = None
+        self.result: Any = None
+
+
+def _direct(fn: Callable[[], Any]) -> Any:
+    return fn()
 
 
 class LlamaChatModel:
@@ -64,6 +117,11 @@ class LlamaChatModel:
         self._device = loader.detect_device(self.settings.n_gpu_layers)
         self._grammars: dict[str, Any] = {}
         self._states = StateCache(self.settings.prompt_cache_mb * 1024 * 1024)
+        # on a GPU the CPU does next to nothing per step and the hand-over would only add latency
+        self._compute_thread = ComputeThread() if self._device == "CPU" else None
+        self.compute: Callable[[Callable[[], Any]], Any] = (
+            self._compute_thread.call if self._compute_thread is not None else _direct
+        )
         log.info("loaded %s on %s in %.2fs", self._model_id, self._device, self.load_s)
 
     @property
@@ -143,6 +201,8 @@ class LlamaChatModel:
             llm, self._llm = self._llm, None
             if llm is not None:
                 llm.close()
+            if self._compute_thread is not None:
+                self._compute_thread.stop()
 
     def complete(self, messages: list[ChatMessage], **kwargs: Any) -> tuple[str, Usage]:
         """Generate a whole answer; returns (text, usage)."""
@@ -169,12 +229,43 @@ class _LlamaGeneration(Generation):
         self.usage = None
         self._owner = owner
         self._inner = self._run(messages, max_tokens, temperature, grammar)
+        self._t_call = time.perf_counter()
+        self._locked = False
+        self._finished = False
 
     def __next__(self) -> str:
-        return next(self._inner)
+        if self._finished:
+            raise StopIteration
+        if not self._locked:  # the lock is taken here, by the consumer: the compute thread never waits on it
+            self._t_call = time.perf_counter()
+            self._owner.lock.acquire()
+            self._locked = True
+        try:
+            return str(self._owner.compute(lambda: next(self._inner)))
+        except BaseException:
+            self._finish()
+            raise
 
     def close(self) -> None:
-        self._inner.close()
+        if self._finished:
+            return
+        try:
+            if self._locked:
+                self._owner.compute(self._inner.close)
+            else:  # never started: nothing ran, nothing to measure but the (zero) usage
+                self._inner.close()
+        finally:
+            self._finish()
+
+    def _finish(self) -> None:
+        self._finished = True
+        if self._locked:
+            self._locked = False
+            self._owner.lock.release()
+
+    def __del__(self) -> None:  # an abandoned generation must not keep the model locked
+        if self._locked:
+            self.close()
 
     def _run(
         self,
@@ -185,79 +276,78 @@ class _LlamaGeneration(Generation):
     ) -> Generator[str, None, None]:
         owner, s = self._owner, self._owner.settings
         llm = owner.llama
-        t_call = time.perf_counter()
-        with owner.lock:
-            t_acq = time.perf_counter()
-            queue_wait = t_acq - t_call
-            prefill = decode = 0.0
-            n_prompt = n_out = cached = 0
-            finish = "length"
-            first, segment = True, t_acq
-            try:
-                tokens = owner.tokenize_prompt(messages)
-                n_prompt = len(tokens)
-                room = owner.n_ctx - n_prompt
-                if room < 1:
-                    raise ContextOverflowError(f"prompt of {n_prompt} tokens does not fit the context of {owner.n_ctx}")
-                limit = min(max_tokens or s.max_tokens, room)
-                cached = owner._reuse_prefix(tokens)
-                llm.set_seed(s.seed)
-                decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-                sampler = llm.generate(
-                    tokens,
-                    top_k=s.top_k,
-                    top_p=s.top_p,
-                    min_p=s.min_p,
-                    temp=s.temperature if temperature is None else temperature,
-                    repeat_penalty=s.repeat_penalty,
-                    grammar=owner._grammar(grammar) if grammar else None,
-                )
-                for token in sampler:
-                    now = time.perf_counter()
-                    if first:
-                        prefill, segment, first = now - t_acq, now, False
-                    if loader.is_end_of_generation(llm, token):
-                        finish = "stop"
-                        break
-                    n_out += 1
-                    piece = decoder.decode(loader.token_bytes(llm, token))
-                    if n_out >= limit:
-                        decode += time.perf_counter() - segment
-                        segment = time.perf_counter()
-                        if piece:
-                            yield piece
-                        break
+        # the consumer holds owner.lock while this generator runs (see __next__)
+        t_acq = time.perf_counter()
+        queue_wait = t_acq - self._t_call
+        prefill = decode = 0.0
+        n_prompt = n_out = cached = 0
+        finish = "length"
+        first, segment = True, t_acq
+        try:
+            tokens = owner.tokenize_prompt(messages)
+            n_prompt = len(tokens)
+            room = owner.n_ctx - n_prompt
+            if room < 1:
+                raise ContextOverflowError(f"prompt of {n_prompt} tokens does not fit the context of {owner.n_ctx}")
+            limit = min(max_tokens or s.max_tokens, room)
+            cached = owner._reuse_prefix(tokens)
+            llm.set_seed(s.seed)
+            decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+            sampler = llm.generate(
+                tokens,
+                top_k=s.top_k,
+                top_p=s.top_p,
+                min_p=s.min_p,
+                temp=s.temperature if temperature is None else temperature,
+                repeat_penalty=s.repeat_penalty,
+                grammar=owner._grammar(grammar) if grammar else None,
+            )
+            for token in sampler:
+                now = time.perf_counter()
+                if first:
+                    prefill, segment, first = now - t_acq, now, False
+                if loader.is_end_of_generation(llm, token):
+                    finish = "stop"
+                    break
+                n_out += 1
+                piece = decoder.decode(loader.token_bytes(llm, token))
+                if n_out >= limit:
+                    decode += time.perf_counter() - segment
+                    segment = time.perf_counter()
                     if piece:
-                        decode += time.perf_counter() - segment
-                        yield piece  # time the consumer holds the piece is not compute time
-                        segment = time.perf_counter()
-                if not first:
+                        yield piece
+                    break
+                if piece:
                     decode += time.perf_counter() - segment
-                else:  # the sampler yielded nothing at all
-                    prefill = time.perf_counter() - t_acq
-                tail = decoder.decode(b"", final=True)
-                if tail:
-                    yield tail
-            except GeneratorExit:
-                finish = "cancelled"
-                if not first:
-                    decode += time.perf_counter() - segment
-                raise
-            except ContextOverflowError:
-                finish = "error"
-                raise
-            except Exception as exc:
-                finish = "error"
-                raise GenerationError(f"generation failed: {exc}") from exc
-            finally:
-                self.usage = Usage(
-                    prompt_tokens=n_prompt,
-                    completion_tokens=n_out,
-                    queue_wait_s=queue_wait,
-                    prefill_s=prefill,
-                    decode_s=decode,
-                    model_id=owner.model_id,
-                    device=owner.device,
-                    cached_tokens=cached,
-                    finish_reason=finish,
-                )
+                    yield piece  # time the consumer holds the piece is not compute time
+                    segment = time.perf_counter()
+            if not first:
+                decode += time.perf_counter() - segment
+            else:  # the sampler yielded nothing at all
+                prefill = time.perf_counter() - t_acq
+            tail = decoder.decode(b"", final=True)
+            if tail:
+                yield tail
+        except GeneratorExit:
+            finish = "cancelled"
+            if not first:
+                decode += time.perf_counter() - segment
+            raise
+        except ContextOverflowError:
+            finish = "error"
+            raise
+        except Exception as exc:
+            finish = "error"
+            raise GenerationError(f"generation failed: {exc}") from exc
+        finally:
+            self.usage = Usage(
+                prompt_tokens=n_prompt,
+                completion_tokens=n_out,
+                queue_wait_s=queue_wait,
+                prefill_s=prefill,
+                decode_s=decode,
+                model_id=owner.model_id,
+                device=owner.device,
+                cached_tokens=cached,
+                finish_reason=finish,
+            )
