@@ -275,6 +275,12 @@ def concurrency(bench: Bench, shared: Shared) -> None:
             f"prompt tokens cached)",
         )
         bench.add(
+            f"{key}.cached_share",
+            ratio(led["cached_tokens"], led["prompt_tokens"]),
+            "ratio",
+            f"{n} session(s): share of prompt tokens taken from the KV cache or a saved state",
+        )
+        bench.add(
             f"{key}.model_busy",
             ratio(lv["ledger"]["compute_s"], lv["wall_s"]),
             "ratio",
@@ -296,11 +302,35 @@ def concurrency(bench: Bench, shared: Shared) -> None:
     slower = [(n, v) for n, v in worst if v is not None and one is not None and v < one]
     if slower:
         n, v = min(slower, key=lambda x: x[1] or 0)
-        bench.details["cause.concurrency_throughput"] = (
-            f"{n} sessions: {fmt(v, 1)} vs {fmt(one, 1)} tok/s with one; the model is busy "
-            f"{fmt((bench.value(f'server.sessions_{n}.model_busy') or 0) * 100, 0)}% vs "
-            f"{fmt((bench.value('server.sessions_1.model_busy') or 0) * 100, 0)}% of the time and itself decodes at "
-            f"{fmt(bench.value(f'server.sessions_{n}.decode_tokens_per_s'), 1)} vs "
-            f"{fmt(bench.value('server.sessions_1.decode_tokens_per_s'), 1)} tok/s: streaming to more clients "
-            f"takes CPU from llama.cpp's threads on {os.cpu_count()} cores"
+        bench.details["cause.concurrency_throughput"] = concurrency_cause(bench, n, v, one)
+
+
+def concurrency_cause(bench: Bench, n: int, total: float | None, one: float | None) -> str:
+    """Why n sessions generated fewer tokens per second than one, from the figures both runs measured."""
+    v = bench.value
+    dec_n, dec_1 = v(f"server.sessions_{n}.decode_tokens_per_s"), v("server.sessions_1.decode_tokens_per_s")
+    pre_n, pre_1 = v(f"server.sessions_{n}.prefill_s_per_request"), v("server.sessions_1.prefill_s_per_request")
+    hit_n, hit_1 = v(f"server.sessions_{n}.cached_share"), v("server.sessions_1.cached_share")
+    busy_n, busy_1 = v(f"server.sessions_{n}.model_busy"), v("server.sessions_1.model_busy")
+    head = (
+        f"{n} sessions: {fmt(total, 1)} vs {fmt(one, 1)} tok/s with one; the model is busy "
+        f"{fmt((busy_n or 0) * 100, 0)}% vs {fmt((busy_1 or 0) * 100, 0)}% of the time"
+    )
+    if dec_n and dec_1 and dec_n < 0.9 * dec_1:
+        return (
+            f"{head} and itself decodes at {fmt(dec_n, 1)} vs {fmt(dec_1, 1)} tok/s: other work (the clients, "
+            f"streaming) takes CPU from llama.cpp's threads on {os.cpu_count()} cores"
         )
+    if pre_n and pre_1 and pre_n > 1.1 * pre_1:
+        return (
+            f"{head}, decodes at the same speed ({fmt(dec_n, 1)} vs {fmt(dec_1, 1)} tok/s), but spends "
+            f"{fmt(pre_n, 2)} s vs {fmt(pre_1, 2)} s per request reading prompts: {fmt((hit_n or 0) * 100, 0)}% vs "
+            f"{fmt((hit_1 or 0) * 100, 0)}% of prompt tokens came from the cache. Interleaved conversations "
+            f"evict each other's saved KV states (FIRSTLINE_PROMPT_CACHE_MB, ~23 KB per token) and the "
+            f"sessions' requests differ in length; a larger state budget or batching several conversations "
+            f"per decode step (not offered by llama-cpp-python's high-level API) would close the gap"
+        )
+    return (
+        f"{head}; decode {fmt(dec_n, 1)} vs {fmt(dec_1, 1)} tok/s, prefill {fmt(pre_n, 2)} vs {fmt(pre_1, 2)} s "
+        f"per request"
+    )
