@@ -141,21 +141,26 @@ def decode_runs(model: Any, messages: list[Any], gen_tokens: int, reps: int) -> 
         model.reset_cache()
         ttft, _, total, usage = timed_stream(model.stream(messages, max_tokens=gen_tokens, temperature=0.0))
         tps_a = (usage.completion_tokens - 1) / usage.decode_s if usage.decode_s > 0 else None
-        plain.reset()
-        t0 = time.perf_counter()
-        first = None
-        n = 0
-        st = model.settings  # the same sampling chain as ours (penalties included), greedy
-        for chunk in plain.create_chat_completion(
-            raw, max_tokens=gen_tokens, temperature=0.0, top_k=st.top_k, top_p=st.top_p, min_p=st.min_p,
-            repeat_penalty=st.repeat_penalty, stream=True,
-        ):  # fmt: skip
-            if chunk["choices"][0]["delta"].get("content"):
-                n += 1
-                if first is None:
-                    first = time.perf_counter()
-        end = time.perf_counter()
-        tps_b = (n - 1) / (end - first) if first and n > 1 else None
+
+        def plain_run(st: Any = model.settings) -> tuple[float, float | None, float | None]:
+            # the same sampling chain as ours (penalties included), greedy
+            plain.reset()
+            t0 = time.perf_counter()
+            first = None
+            n = 0
+            for chunk in plain.create_chat_completion(
+                raw, max_tokens=gen_tokens, temperature=0.0, top_k=st.top_k, top_p=st.top_p, min_p=st.min_p,
+                repeat_penalty=st.repeat_penalty, stream=True,
+            ):  # fmt: skip
+                if chunk["choices"][0]["delta"].get("content"):
+                    n += 1
+                    if first is None:
+                        first = time.perf_counter()
+            end = time.perf_counter()
+            return t0, first, (n - 1) / (end - first) if first and n > 1 else None
+
+        # on the model's compute thread, as ours runs (one OpenMP team in the process)
+        t0, first, tps_b = model.compute(plain_run)
         if _ == 0:
             continue
         a_tps.append(tps_a)

@@ -56,7 +56,9 @@ def decode(bench: Bench, shared: Shared) -> None:
         n_prompt = model.count_tokens(shared.messages)
         shared.prompt_tokens = n_prompt
         plain_once = plain_chat_runner(shared, model, opts.gen_tokens)
-        plain_once()  # warm-up
+        # (b) runs on the model's compute thread as (a) does: every llama.cpp call in one process on one
+        # thread, as in the server (OpenMP keeps a spinning team per calling thread; two teams take turns badly)
+        model.compute(plain_once)  # warm-up
         native = bench_native.NativeBench(bench, model, n_prompt, opts.gen_tokens)
         rounds: list[Round] = []
         routes: set[str] = set()
@@ -65,13 +67,13 @@ def decode(bench: Bench, shared: Shared) -> None:
             model.reset_cache()  # every run prefills the whole prompt, as a new conversation would
             turn = run_turn(services, f"bench-decode-{i}", LONG_QUESTION)
             routes.add(str(turn.row.get("route")))
-            b_ttft, b_tps, _ = plain_once()
+            b_ttft, b_tps, _ = model.compute(plain_once)
             try:
                 c = native.round()
             except RuntimeError as exc:
                 bench.note(f"native round {i + 1} failed: {exc}")
                 c = {}
-            eval_ms, sample_ms = per_token_probe(shared, model, opts.gen_tokens)
+            eval_ms, sample_ms = model.compute(lambda: per_token_probe(shared, model, opts.gen_tokens))
             rounds.append(
                 Round(
                     turn.decode_tps,
