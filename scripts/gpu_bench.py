@@ -279,6 +279,7 @@ def run(args: argparse.Namespace) -> None:
     settings = ModelSettings()
     model = LlamaChatModel(settings)
     out: dict[str, Any] = {
+        "measured_at": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "machine": {"platform": platform.platform(), "python": platform.python_version(), "cpus": os.cpu_count()},
         "llama_cpp_python": llama_cpp.__version__,
         "gpu_offload": bool(llama_cpp.llama_supports_gpu_offload()),

@@ -199,3 +199,19 @@ def test_disturbed_rounds_are_left_out_of_the_medians() -> None:
     # (a) at 11% and (c) at 30% of their median round: another process ran; a fast round rejects nothing
     assert kept == [rounds[0], rounds[3], rounds[4]]
     assert undisturbed([rnd(10, 10, 10)]) == [rnd(10, 10, 10)]
+
+
+def test_the_report_quotes_the_last_gpu_run_as_such(tmp_path: Path) -> None:
+    from ui.bench import BenchOptions
+    from ui.bench_report import gpu_section
+
+    committed = BenchOptions().gpu_results
+    assert committed is not None and committed.is_file()
+    text = "\n".join(gpu_section(committed))
+    assert "not measured by this run" in text and "NVIDIA H200" in text
+    assert "compute s per request" in text and "0.368" in text  # the H200 figure, next to the 3 s assumption
+    assert "cloud-gpu-per-second" in text
+    broken = tmp_path / "gpu-bench.json"
+    broken.write_text("{not json", encoding="utf-8")
+    assert "could not be read" in "\n".join(gpu_section(broken))
+    assert gpu_section(tmp_path / "missing.json") == []

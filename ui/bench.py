@@ -76,6 +76,8 @@ class BenchOptions:
     cache_reps: int = 3
     accounting_runs: int = 3  # plus two with a slow consumer in full runs
     llama_bench: Path | None = None
+    # figures of the last GPU run (scripts/gpu_bench.py), quoted in the report as such
+    gpu_results: Path | None = Path(__file__).resolve().parent.parent / "docs" / "bench" / "gpu" / "gpu-bench.json"
     threads: int | None = None  # llama.cpp threads for every section (default: the model settings')
     work_dir: Path | None = None
 

@@ -106,6 +106,7 @@ def markdown(bench: Bench, plot_name: str | None) -> str:
             lines += [f"| {f.label} | {_value(f)} | {f.unit} | `{f.name}` |" for f in figs]
         for note in bench.notes.get(section, []):
             lines += ["", f"- {note}"]
+    lines += gpu_section(bench.options.gpu_results)
     lines += ["", "## Reproduce", ""]
     lines += [
         "```",
@@ -118,6 +119,41 @@ def markdown(bench: Bench, plot_name: str | None) -> str:
         f"Section run times (s): {d.get('section_seconds', {})}.",
     ]
     return "\n".join(lines) + "\n"
+
+
+def gpu_section(path: Path | None) -> list[str]:
+    """The figures of the last GPU run (scripts/gpu_bench.py), quoted as such: this run did not measure them."""
+    if path is None or not path.is_file():
+        return []
+    try:
+        g = json.loads(path.read_text(encoding="utf-8"))
+        d, n, r, fu = g["decode"], g.get("native", {}), g["replay"], g["follow_up"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return ["", "## GPU (last GPU run)", "", f"- {path} could not be read."]
+    gpu = g.get("machine", {}).get("gpu") or g.get("model", {}).get("device", "?")
+    when = g.get("measured_at", "date not recorded")
+    rows = [
+        ("decode: firstline model path / plain llama-cpp-python / native llama-bench",
+         f"{fmt(d.get('firstline_tps'), 1)} / {fmt(d.get('plain_tps'), 1)} / {fmt(n.get('tg_tps'), 1)} tok/s"),
+        (f"time to first token, {d.get('prompt_tokens')}-token prompt: firstline / plain / native",
+         f"{fmt((d.get('firstline_ttft_s') or 0) * 1000, 1)} / {fmt((d.get('plain_ttft_s') or 0) * 1000, 1)} / "
+         f"{fmt((n.get('ttft_s') or 0) * 1000, 1)} ms"),
+        ("follow-up, stable prefix cached / uncached",
+         f"{fmt((fu.get('ttft_cached_s') or 0) * 1000, 1)} / {fmt((fu.get('ttft_uncached_s') or 0) * 1000, 1)} ms"),
+        (f"compute s per request (mean / p95 over {r.get('requests')} replayed dev-set requests)",
+         f"{fmt(r.get('compute_s_mean'), 3)} / {fmt(r.get('compute_s_p95'), 3)} s "
+         f"(pricing example: {fmt(g.get('assumed_compute_s_per_request'), 0)} s)"),
+    ]  # fmt: skip
+    rows += [
+        (f"cost per request, profile {c['profile']} (at the assumed 3 s)",
+         f"{c['per_request']:.6f} {c['currency']} ({c['per_request_at_3s']:.6f})")
+        for c in g.get("costs", [])
+    ]  # fmt: skip
+    lines = ["", "## GPU (last GPU run, not measured by this run)", "",
+             f"{gpu}, {when}, llama-cpp-python {g.get('llama_cpp_python')}, n_gpu_layers "
+             f"{g.get('model', {}).get('n_gpu_layers')}; from `{path.name}` (scripts/gpu_bench.py, "
+             "see docs/performance.md).", "", "| figure | value |", "|---|---|"]  # fmt: skip
+    return lines + [f"| {label} | {value} |" for label, value in rows]
 
 
 def _load(values: Any) -> str:

@@ -67,6 +67,14 @@ def _friendly_errors(func: Callable[..., Any]) -> Callable[..., Any]:
     help="Native llama-bench binary. Default: the one scripts/build-llama-bench.sh built, else PATH.",
 )
 @click.option(
+    "--gpu-results",
+    "gpu_results",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    default=None,
+    help="gpu-bench.json of a GPU run (scripts/gpu_bench.py) to quote in the report. "
+    "Default: docs/bench/gpu/gpu-bench.json of this checkout.",
+)
+@click.option(
     "--data-dir",
     type=click.Path(file_okay=False, path_type=Path),
     default=None,
@@ -84,6 +92,7 @@ def bench(
     ledger_rows: int | None,
     sessions: str | None,
     llama_bench: Path | None,
+    gpu_results: Path | None,
     data_dir: Path | None,
     as_json: bool,
 ) -> None:
@@ -105,6 +114,7 @@ def bench(
         ledger_rows=ledger_rows,
         sessions=levels,
         llama_bench=llama_bench,
+        gpu_results=gpu_results,
         threads=threads,
     )
 
