@@ -1,30 +1,17 @@
 """`firstline bench`: the benchmark suite (see ui/bench.py); registered on the main command group.
 
-This module does not import ui.cli at import time: ui.cli imports it at its end, and under
-`python -m ui.cli` an import back into ui.cli would load a second, half-initialised copy.
+This module does not import ui.cli: ui.cli imports it at its end, and under `python -m ui.cli` an import
+back into ui.cli would load a second, half-initialised copy. Shared error handling: ui/cli_common.py.
 """
 
 from __future__ import annotations
 
-import functools
 import json
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import click
 
-
-def _friendly_errors(func: Callable[..., Any]) -> Callable[..., Any]:
-    """ui.cli.friendly_errors, looked up when the command runs."""
-
-    @functools.wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        from ui.cli import friendly_errors
-
-        return friendly_errors(func)(*args, **kwargs)
-
-    return wrapper
+from ui.cli_common import friendly_errors
 
 
 @click.command()
@@ -81,7 +68,7 @@ def _friendly_errors(func: Callable[..., Any]) -> Callable[..., Any]:
     help="Accepted for symmetry; the benchmark always works in fresh temporary databases.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document on stdout.")
-@_friendly_errors
+@friendly_errors
 def bench(
     out_dir: Path,
     quick: bool,

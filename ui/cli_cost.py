@@ -1,9 +1,9 @@
 """`firstline report` and `firstline cost ...`: cost reports, the planning calculator, projections, budgets.
 
 Registered on the main group at the end of ui/cli.py. Like ui/cli_bench.py this module does not import
-ui.cli at import time (under `python -m ui.cli` that would load a second, half-initialised copy); the
-shared error translation is looked up when a command runs. Report rendering (table, CSV) lives here and
-is shared with the admin dashboard.
+ui.cli (under `python -m ui.cli` that would load a second, half-initialised copy); the shared options and
+error translation come from ui/cli_common.py. Report rendering (table, CSV) lives here and is shared with
+the admin dashboard.
 """
 
 from __future__ import annotations
@@ -11,8 +11,6 @@ from __future__ import annotations
 import csv
 import functools
 import io
-import json
-import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -22,23 +20,21 @@ from typing import Any
 
 import click
 
+from ui.cli_common import emit, fail, friendly_errors, json_option
 from usage.pricing import PricingError, Profile
 from usage.profiles import ProfileBook
 from usage.reports import GROUPS, Report
 
 
 def _friendly_errors(func: Callable[..., Any]) -> Callable[..., Any]:
-    """ui.cli.friendly_errors (looked up when the command runs), plus pricing and date errors."""
+    """ui.cli_common.friendly_errors, plus pricing and date errors."""
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        from ui.cli import friendly_errors
-
         try:
             return friendly_errors(func)(*args, **kwargs)
         except (PricingError, ValueError) as exc:
-            click.echo(f"firstline: error: {exc}", err=True)
-            sys.exit(2)
+            fail(str(exc), 2)
 
     return wrapper
 
@@ -51,14 +47,6 @@ def _data_dir(func: Callable[..., Any]) -> Callable[..., Any]:
         envvar="FIRSTLINE_DATA_DIR",
         help="Data directory (database, pricing.toml). Default: $FIRSTLINE_DATA_DIR or ~/.local/share/firstline.",
     )(func)
-
-
-def _json(func: Callable[..., Any]) -> Callable[..., Any]:
-    return click.option("--json", "as_json", is_flag=True, help="Print one JSON document on stdout.")(func)
-
-
-def _emit(payload: dict[str, Any]) -> None:
-    click.echo(json.dumps(payload, ensure_ascii=False, indent=2, default=str))
 
 
 def data_paths(data_dir: Path | None) -> tuple[Path, Path]:
@@ -180,7 +168,7 @@ def _fmt(value: Any) -> str:
     "--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table", show_default=True, help="Output."
 )
 @_data_dir
-@_json
+@json_option
 @_friendly_errors
 def report(
     since: str | None,
@@ -208,7 +196,7 @@ def report(
         assumptions=book.assumptions,
     )
     if as_json or fmt == "json":
-        _emit(result.to_json())
+        emit(result.to_json())
     elif fmt == "csv":
         click.echo(report_csv(result), nl=False)
     else:
@@ -240,7 +228,7 @@ def _decimal(ctx: click.Context, param: click.Parameter, value: str | None) -> D
 @click.option("--price-per-request", callback=_decimal, help="Price per request, data transfer (T). Default 0.0001.")
 @click.option("--hours-per-day", callback=_decimal, default="24", show_default=True, help="Operating hours a day (H).")
 @click.option("--days-per-year", callback=_decimal, default="365", show_default=True, help="Operating days a year (D).")
-@_json
+@json_option
 @_friendly_errors
 def estimate(
     requests_per_hour: Decimal,
@@ -265,7 +253,7 @@ def estimate(
     )
     payload = result.as_dict()
     if as_json:
-        _emit(payload)
+        emit(payload)
         return
     for key in ("compute_cost_per_hour", "transfer_cost_per_hour", "cost_per_hour", "cost_per_day", "cost_per_year"):
         click.echo(f"{key.replace('_', ' '):24s} {Decimal(payload[key]):>16,.2f}")
@@ -275,7 +263,7 @@ def estimate(
 @cost.command()
 @click.option("--days", type=click.IntRange(1, 3660), default=30, show_default=True, help="Measure the last N days.")
 @_data_dir
-@_json
+@json_option
 @_friendly_errors
 def project(days: int, data_dir: Path | None, as_json: bool) -> None:
     """Project the last N days of measured traffic to a year under each profile, with break-even points."""
@@ -284,7 +272,7 @@ def project(days: int, data_dir: Path | None, as_json: bool) -> None:
     directory, db_path = data_paths(data_dir)
     payload = run_projection(db_path, load_book(directory), days=days).as_dict()
     if as_json:
-        _emit(payload)
+        emit(payload)
         return
     m = payload["measured"]
     click.echo(f"measured {m['days']} days: {m['requests']} requests, {m['compute_s']:.1f} compute-seconds")
@@ -297,7 +285,7 @@ def project(days: int, data_dir: Path | None, as_json: bool) -> None:
 
 @cost.command()
 @_data_dir
-@_json
+@json_option
 @_friendly_errors
 def profiles(data_dir: Path | None, as_json: bool) -> None:
     """List the pricing profiles (pricing.toml in the data directory) and their budgets."""
@@ -318,7 +306,7 @@ def profiles(data_dir: Path | None, as_json: bool) -> None:
             }
         )
     if as_json:
-        _emit({"file": str(pricing_path(directory)), "active": active, "profiles": items})
+        emit({"file": str(pricing_path(directory)), "active": active, "profiles": items})
         return
     for item in items:
         mark = "*" if item["active"] else " "
@@ -328,7 +316,7 @@ def profiles(data_dir: Path | None, as_json: bool) -> None:
 
 @cost.command()
 @_data_dir
-@_json
+@json_option
 @_friendly_errors
 def budget(data_dir: Path | None, as_json: bool) -> None:
     """The budget step now (normal, warn, short_answers, faq_only, escalate) for the active profile."""
@@ -343,7 +331,7 @@ def budget(data_dir: Path | None, as_json: bool) -> None:
     finally:
         guard.close()
     if as_json:
-        _emit(payload)
+        emit(payload)
         return
     click.echo(f"{payload['profile']}: {payload['step']}")
     for p in payload["periods"]:
@@ -353,7 +341,7 @@ def budget(data_dir: Path | None, as_json: bool) -> None:
 @cost.command("benchmark")
 @click.option("--rows", type=click.IntRange(1), default=1_000_000, show_default=True, help="Synthetic ledger rows.")
 @click.option("--keep", type=click.Path(file_okay=False, path_type=Path), default=None, help="Keep the database here.")
-@_json
+@json_option
 @_friendly_errors
 def benchmark_reports(rows: int, keep: Path | None, as_json: bool) -> None:
     """Time `report` over a synthetic ledger (with conversations) of N rows; prints seconds per grouping."""
@@ -372,7 +360,7 @@ def benchmark_reports(rows: int, keep: Path | None, as_json: bool) -> None:
     timings = benchmark(db_path, DEFAULT_PROFILE, ("day", "month", "route", "model", "hour"))
     payload = {"rows": rows, "fill_s": round(filled, 3), "report_s": timings, "database": str(db_path)}
     if as_json:
-        _emit(payload)
+        emit(payload)
         return
     for by, seconds in timings.items():
         click.echo(f"report --by {by:6s} {seconds:8.3f} s over {rows:,} rows")
