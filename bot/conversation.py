@@ -317,7 +317,10 @@ class Bot:
             if self.model.count_tokens(to_chat_messages(messages)) <= budget:
                 return messages
             if expand_from < len(turns):
-                expand_from += 1
+                # the oldest question that still has its passages loses them (answers have none to lose,
+                # so stepping over one would only rebuild and re-count the same prompt)
+                users = (i for i in range(expand_from, len(turns)) if turns[i].role == "user")
+                expand_from = next(users, len(turns) - 1) + 1
             elif turns:
                 turns = turns[1:]  # drop the oldest turn
                 expand_from = len(turns)
