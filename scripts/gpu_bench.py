@@ -1,7 +1,8 @@
 """A lean GPU benchmark for machines that cannot install the whole product (no internet, small uploads).
 
-It needs only `models/` and `usage/pricing.py` from this repository, llama-cpp-python (a CUDA build, or a
-CPU-only one for comparison), pydantic-settings, numpy, the model file and, optionally, a `llama-bench`
+It needs only `models/`, `usage/pricing.py` and the stdlib-only `ui/bench.py` and `ui/bench_native.py`
+from this repository, llama-cpp-python (a CUDA build, or a CPU-only one for comparison), pydantic-settings,
+numpy, the model file and, optionally, a `llama-bench`
 built from the same llama.cpp source. It replays the exact prompts firstline's bot sends to the model,
 captured on a machine that has the whole product (`capture`), so the GPU runs the same requests:
 
@@ -34,7 +35,11 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-ASSUMED_COMPUTE_S = 3.0  # the default pricing example's compute seconds per request
+from ui.bench import median, percentile, ratio  # noqa: E402  (ui.bench and ui.bench_native need only the stdlib)
+
+# usage.planning.DEFAULT_SECONDS_PER_REQUEST, the default pricing example's compute seconds per request
+# (not imported: usage.planning needs sqlite-utils, which the lean GPU run does not carry)
+ASSUMED_COMPUTE_S = 3.0
 DECODE_QUESTION = (
     "Please write a very long and detailed step-by-step guide, with at least twenty numbered steps, "
     "for setting up a new home router, the Wi-Fi network and every device in a family home."
@@ -105,13 +110,6 @@ def capture(args: argparse.Namespace) -> None:
 
 
 # -- run (lean: models/ + llama-cpp-python) -------------------------------------------------------------
-def pct(values: list[float], q: float) -> float | None:
-    if not values:
-        return None
-    s = sorted(values)
-    return s[min(len(s) - 1, max(0, round(q * (len(s) - 1))))]
-
-
 def msgs(raw: list[dict[str, str]]) -> list[Any]:
     from models.types import ChatMessage
 
@@ -168,42 +166,35 @@ def decode_runs(model: Any, messages: list[Any], gen_tokens: int, reps: int) -> 
         b_tps.append(tps_b)
         b_ttft.append(first - t0 if first else None)
     plain.close()
-    med = lambda xs: statistics.median([x for x in xs if x is not None]) if any(x is not None for x in xs) else None  # noqa: E731
     return {
         "prompt_tokens": model.count_tokens(messages),
         "gen_tokens": gen_tokens,
-        "firstline_tps": med(a_tps),
-        "firstline_ttft_s": med(a_ttft),
-        "plain_tps": med(b_tps),
-        "plain_ttft_s": med(b_ttft),
+        "firstline_tps": median(a_tps),
+        "firstline_ttft_s": median(a_ttft),
+        "plain_tps": median(b_tps),
+        "plain_ttft_s": median(b_ttft),
         "reps": reps,
     }
 
 
 def native_runs(binary: str, model: Any, n_prompt: int, n_gen: int, reps: int) -> dict[str, Any]:
-    kw = model.load_kwargs
-    ngl = int(kw["n_gpu_layers"])
-    common = [binary, "-m", str(model.path), "-b", str(kw["n_batch"]), "-ub", str(min(int(kw["n_batch"]), 512)),
-              "-ngl", str(999 if ngl < 0 else ngl), "-fa", "1" if kw.get("flash_attn") else "0",
-              "-t", str(kw["n_threads"]), "-r", str(reps), "-o", "json"]  # fmt: skip
-    out: dict[str, Any] = {"commands": []}
-    runs = (("pp", ["-p", str(n_prompt), "-n", "0"]), ("tg", ["-p", "0", "-n", str(n_gen), "-d", str(n_prompt)]))
-    for key, extra in runs:
-        cmd = common + extra
-        out["commands"].append(" ".join(cmd[1:]))
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
-        if proc.returncode != 0:
-            out[f"{key}_error"] = proc.stderr.strip()[-400:]
-            continue
-        recs = json.loads(proc.stdout)
-        rec = recs[-1]
-        out[f"{key}_tps"] = statistics.median(rec.get("samples_ts") or [rec["avg_ts"]])
-        out.setdefault("build_commit", rec.get("build_commit"))
-        out.setdefault("gpu_info", rec.get("gpu_info"))
-        out.setdefault("backends", rec.get("backends"))
-    if out.get("pp_tps"):
-        out["ttft_s"] = n_prompt / out["pp_tps"]
-    return out
+    """(c) through ui.bench_native.NativeBench: the very llama-bench invocation `firstline bench` uses."""
+    from ui.bench import Bench, BenchOptions
+    from ui.bench_native import NativeBench
+
+    native = NativeBench(Bench(BenchOptions(llama_bench=Path(binary))), model, n_prompt, n_gen)
+    try:
+        r = native.round(reps)
+    except RuntimeError as exc:
+        return {"commands": native.commands, "error": str(exc)}
+    rec = native.records[0] if native.records else {}
+    return {
+        "commands": native.commands,
+        "pp_tps": r.get("pp_tps"),
+        "tg_tps": r.get("tg_tps"),
+        "ttft_s": r.get("pp_s"),
+        **{k: rec.get(k) for k in ("build_commit", "gpu_info", "backends")},
+    }
 
 
 def replay(model: Any, requests: list[dict[str, Any]]) -> dict[str, Any]:
@@ -225,8 +216,8 @@ def replay(model: Any, requests: list[dict[str, Any]]) -> dict[str, Any]:
     return {
         "requests": len(per_request),
         "compute_s_mean": statistics.fmean(cs) if cs else None,
-        "compute_s_p50": pct(cs, 0.5),
-        "compute_s_p95": pct(cs, 0.95),
+        "compute_s_p50": percentile(cs, 50),
+        "compute_s_p95": percentile(cs, 95),
         "compute_s_max": max(cs) if cs else None,
         "prompt_tokens_mean": statistics.fmean([r["prompt_tokens"] for r in per_request]) if cs else None,
         "completion_tokens_mean": statistics.fmean([r["completion_tokens"] for r in per_request]) if cs else None,
@@ -249,10 +240,10 @@ def follow_up(model: Any, turns: list[list[dict[str, str]]], reps: int) -> dict[
         model.reset_cache()
         ttft, _, _, _ = timed_stream(model.stream(last, max_tokens=4))
         cold.append(ttft)
-    c = statistics.median([t for t, _ in cached])
-    u = statistics.median(cold)
+    c = median([t for t, _ in cached])
+    u = median(cold)
     return {"prompt_tokens": model.count_tokens(last), "cached_tokens": cached[-1][1], "ttft_cached_s": c,
-            "ttft_uncached_s": u, "speedup": u / c if c else None}  # fmt: skip
+            "ttft_uncached_s": u, "speedup": ratio(u, c)}  # fmt: skip
 
 
 def costs(compute_s: float | None) -> list[dict[str, Any]]:

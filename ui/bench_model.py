@@ -13,6 +13,7 @@ from typing import Any, cast
 from bot.types import Delta, Reply
 from models.types import ChatMessage, ChatModel, Generation
 from ui.bench import Bench, Shared, decode_rate, fmt, median, ratio
+from usage.planning import DEFAULT_SECONDS_PER_REQUEST
 
 # A question that makes the model write long (so every run reaches the token budget) and that no FAQ
 # entry answers, so the full model path runs.
@@ -267,7 +268,7 @@ def accounting(bench: Bench, shared: Shared) -> None:
         close_services(bench)
 
 
-ASSUMED_COMPUTE_S = 3.0  # the default pricing example's compute seconds per request
+ASSUMED_COMPUTE_S = float(DEFAULT_SECONDS_PER_REQUEST)  # the default pricing example's compute s per request
 
 
 def cost_figures(bench: Bench, compute_s: float | None, active: Any) -> None:
