@@ -51,7 +51,7 @@ bench: install
 	$(BIN)/firstline bench $(BENCH_ARGS)
 
 # Robustness at full size (issue #6): load 100x5 fake / 20x3 real sessions, 20 rounds of kill -9 during
-# generation, hostile input, prompt injection, faults, access control. ~20-30 minutes on 2 cores.
+# generation, hostile input, prompt injection, faults, access control. ~15 minutes on 2 cores.
 stress: install system-deps
 	PYTHON=$(BIN)/python bash scripts/stress.sh $(PYTEST_ARGS)
 

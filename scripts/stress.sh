@@ -2,7 +2,7 @@
 # The full robustness run behind `make stress`: the load tests at full size (100 sessions x 5 turns with the
 # fake model, 20 x 3 with the real model), 20 rounds of kill -9 during generation, and the hostile-input,
 # injection, fault and access-control suites. CI runs the same tests with smaller counts.
-# Takes about 20-30 minutes on 2 cores. Figures: tests/artifacts/load-*.json and the printed lines.
+# Takes about 15 minutes on 2 cores (14.8 measured on 2026-11-28). Figures: tests/artifacts/load-*.json and the printed lines.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-.venv/bin/python}
