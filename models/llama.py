@@ -21,6 +21,7 @@ pulled by the consumer one at a time, so time the consumer holds a piece stays o
 from __future__ import annotations
 
 import codecs
+import dataclasses
 import logging
 import os
 import queue
@@ -229,7 +230,8 @@ class _LlamaGeneration(Generation):
         self.usage = None
         self._owner = owner
         self._inner = self._run(messages, max_tokens, temperature, grammar)
-        self._t_call = time.perf_counter()
+        self._t_call = self._t_locked = time.perf_counter()
+        self._inside = 0.0  # seconds the consumer spent in this generation's steps (lock wait excluded)
         self._locked = False
         self._finished = False
 
@@ -240,21 +242,28 @@ class _LlamaGeneration(Generation):
             self._t_call = time.perf_counter()
             self._owner.lock.acquire()
             self._locked = True
+            self._t_locked = time.perf_counter()
+        t0 = time.perf_counter()
         try:
-            return str(self._owner.compute(lambda: next(self._inner)))
+            piece = self._owner.compute(lambda: next(self._inner))
         except BaseException:
+            self._inside += time.perf_counter() - t0
             self._finish()
             raise
+        self._inside += time.perf_counter() - t0
+        return str(piece)
 
     def close(self) -> None:
         if self._finished:
             return
+        t0 = time.perf_counter()
         try:
             if self._locked:
                 self._owner.compute(self._inner.close)
             else:  # never started: nothing ran, nothing to measure but the (zero) usage
                 self._inner.close()
         finally:
+            self._inside += time.perf_counter() - t0
             self._finish()
 
     def _finish(self) -> None:
@@ -262,6 +271,14 @@ class _LlamaGeneration(Generation):
         if self._locked:
             self._locked = False
             self._owner.lock.release()
+            # The model was this request's from the first step to the last, hand-overs to and from the
+            # compute thread included: what the generator measured on that thread misses the hand-overs,
+            # so the difference counts as decode time (time the consumer holds a piece stays out).
+            usage = self.usage
+            if usage is not None:
+                extra = self._inside - usage.prefill_s - usage.decode_s
+                if extra > 0:
+                    self.usage = dataclasses.replace(usage, decode_s=usage.decode_s + extra)
 
     def __del__(self) -> None:  # an abandoned generation must not keep the model locked
         if self._locked:
@@ -276,8 +293,9 @@ class _LlamaGeneration(Generation):
     ) -> Generator[str, None, None]:
         owner, s = self._owner, self._owner.settings
         llm = owner.llama
-        # the consumer holds owner.lock while this generator runs (see __next__)
-        t_acq = time.perf_counter()
+        # the consumer holds owner.lock while this generator runs (see __next__); the hand-over of this first
+        # step to the compute thread counts towards prefill, not towards waiting for the model
+        t_acq = self._t_locked
         queue_wait = t_acq - self._t_call
         prefill = decode = 0.0
         n_prompt = n_out = cached = 0
