@@ -13,13 +13,14 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Generator, Iterator, Sequence
+from dataclasses import dataclass
 from typing import cast
 
 from langchain_core.messages import AIMessage, BaseMessage, BaseMessageChunk, HumanMessage
 
 from bot import escalation, prompts
 from bot.conversations import ConversationStore, check_conversation_id
-from bot.errors import InputError
+from bot.errors import BotError, InputError
 from bot.knowledge import KnowledgeBase, KnowledgeSettings
 from bot.language import detect_language
 from bot.privacy import mask_payment_data, normalize_text
@@ -28,11 +29,11 @@ from bot.safety import sanitize_answer
 from bot.settings import BotSettings
 from bot.tickets import TicketStore
 from bot.types import Delta, Lang, Message, Reply, Source
-from models.errors import GenerationError
+from models.errors import ModelError
 from models.langchain import FirstlineChatModel, to_chat_messages
-from models.types import ChatMessage, ChatModel, Usage
+from models.types import ChatMessage, ChatModel, Generation, Usage
 from usage.budgets import BudgetGuard, Step
-from usage.ledger import Ledger, Measurement
+from usage.ledger import Ledger, Measurement, Tracked
 
 log = logging.getLogger(__name__)
 
@@ -93,8 +94,9 @@ class Bot:
             yield self._to_staff(conversation_id, text, lang)
             return
         self.store.add_message(conversation_id, "user", text, lang=lang)
-        rid = self.ledger.start(conversation_id=conversation_id, route="model")
-        try:
+        outcome: Reply | _Escalation
+        # the row is finished when this block ends: before the final Reply is handed out (see Ledger.track)
+        with self.ledger.track(conversation_id=conversation_id, route="model") as req:
             step = self.budget.status().step if self.budget is not None else Step.normal
             decision = _degrade(self.router.decide(text, lang, history), step)
             if (
@@ -103,48 +105,33 @@ class Bot:
                 and self._model_says_escalate(conversation_id, text)
             ):
                 decision = Decision("human", escalation.MODEL_DECISION, sources=decision.sources)
-        except GeneratorExit:
-            self.ledger.finish(rid, status="cancelled")
-            raise
-        except Exception as exc:
-            self.ledger.finish(rid, status="error", error=f"{type(exc).__name__}: {exc}"[:500])
-            raise
-        measured = Measurement(retrieval_s=decision.retrieval_s)
-        if decision.kind == "human":
-            self.ledger.finish(rid, route="human", measurement=measured)
-            yield self._escalate(conversation_id, rid, text, lang, history, decision.reason, decision.sources)
-        elif decision.kind == "faq":
-            assert decision.faq is not None
-            row = self.ledger.finish(rid, route="faq", measurement=measured)
-            answer = decision.faq.answer
-            self.store.add_message(
-                conversation_id,
-                "assistant",
-                answer,
-                lang=lang,
-                request_id=rid,
-                route="faq",
-                sources=decision.sources,
-            )
-            yield Reply(
-                answer,
-                "faq",
-                conversation_id,
-                rid,
-                lang,
-                decision.sources,
-                None,
-                row["compute_s"],
-                "faq_match",
-            )
-        elif decision.kind == "clarify":
-            row = self.ledger.finish(rid, route="faq", measurement=measured)
-            answer = prompts.CLARIFY[lang]
-            self.store.add_message(conversation_id, "assistant", answer, lang=lang, request_id=rid, route=CLARIFY_ROUTE)
-            yield Reply(answer, "faq", conversation_id, rid, lang, (), None, row["compute_s"], "clarify")
+            req.measurement = Measurement(retrieval_s=decision.retrieval_s)
+            rid, compute_s = req.request_id, req.measurement.compute_s
+            if decision.kind == "human":
+                req.route = "human"
+                outcome = _Escalation(decision.reason, decision.sources)
+            elif decision.kind == "faq":
+                assert decision.faq is not None
+                req.route = "faq"
+                answer = decision.faq.answer
+                self.store.add_message(conversation_id, "assistant", answer, lang=lang, request_id=rid, route="faq",
+                                       sources=decision.sources)  # fmt: skip
+                outcome = Reply(answer, "faq", conversation_id, rid, lang, decision.sources, None, compute_s,
+                                "faq_match")  # fmt: skip
+            elif decision.kind == "clarify":
+                req.route = "faq"
+                answer = prompts.CLARIFY[lang]
+                self.store.add_message(conversation_id, "assistant", answer, lang=lang, request_id=rid,
+                                       route=CLARIFY_ROUTE)  # fmt: skip
+                outcome = Reply(answer, "faq", conversation_id, rid, lang, (), None, compute_s, "clarify")
+            else:
+                max_tokens = self.max_tokens if step < Step.short_answers else max(32, self.max_tokens // 4)
+                outcome = yield from self._answer_with_model(conversation_id, req, text, lang, history, decision,
+                                                             max_tokens)  # fmt: skip
+        if isinstance(outcome, _Escalation):
+            yield self._escalate(conversation_id, rid, text, lang, history, outcome.reason, outcome.sources)
         else:
-            max_tokens = self.max_tokens if step < Step.short_answers else max(32, self.max_tokens // 4)
-            yield from self._answer_with_model(conversation_id, rid, text, lang, history, decision, max_tokens)
+            yield outcome
 
     def clean_input(self, text: str, lang: Lang) -> str:
         """Normalise the customer's text; raise InputError (customer-facing) when it cannot be used."""
@@ -168,16 +155,16 @@ class Bot:
             return Reply(prompts.WITH_STAFF[lang].format(ticket=active.id), "human", conversation_id, None, lang,
                          ticket_id=active.id, reason="with_staff")  # fmt: skip
         history = self.store.messages(conversation_id, limit=self.settings.history_messages)
-        rid = self.ledger.start(conversation_id=conversation_id, route="human")
-        self.ledger.finish(rid, route="human")
+        with self.ledger.track(conversation_id=conversation_id, route="human") as req:
+            rid = req.request_id
         text = next((m.content for m in reversed(history) if m.role == "user"), "(asked for a person)")
         return self._escalate(conversation_id, rid, text, lang, history, escalation.CUSTOMER_REQUEST, (), False)
 
     # -- routes ------------------------------------------------------------------------------------
     def _to_staff(self, conversation_id: str, text: str, lang: Lang) -> Reply:
-        rid = self.ledger.start(conversation_id=conversation_id, route="human")
-        ticket = self.tickets.customer_message(conversation_id, text, lang)
-        self.ledger.finish(rid, route="human")
+        with self.ledger.track(conversation_id=conversation_id, route="human") as req:
+            ticket = self.tickets.customer_message(conversation_id, text, lang)
+        rid = req.request_id
         notice = prompts.WITH_STAFF[lang].format(ticket=ticket.id)
         return Reply(notice, "human", conversation_id, rid, lang, ticket_id=ticket.id, reason="with_staff")
 
@@ -202,53 +189,58 @@ class Bot:
             sources=sources,
             notice=None,
         )
-        notice = prompts.HANDOVER[lang].format(ticket=ticket.id)
+        notices = prompts.MODEL_FAILURE_HANDOVER if reason == escalation.MODEL_FAILURE else prompts.HANDOVER
+        notice = notices[lang].format(ticket=ticket.id)
         self.store.add_message(conversation_id, "assistant", notice, lang=lang, request_id=rid, route="human")
         log.info("conversation %s escalated: %s (ticket %s)", conversation_id, reason, ticket.id)
         return Reply(notice, "human", conversation_id, rid, lang, sources, ticket.id, 0.0, reason)
 
     def _model_says_escalate(self, conversation_id: str, text: str) -> bool:
         """Ask the model, constrained to 'answer' or 'escalate' (its own ledger row)."""
-        rid = self.ledger.start(conversation_id=conversation_id, route="model", model_id=self.model.model_id)
-        prompt = [ChatMessage("user", escalation.DECISION_PROMPT.format(text=text))]
-        gen = self.model.stream(prompt, max_tokens=4, temperature=0.0, grammar=escalation.DECISION_GRAMMAR)
-        try:
-            verdict = "".join(gen).strip().lower()
-        except GenerationError as exc:
-            self.ledger.finish(rid, status="error", measurement=_measure([gen.usage] if gen.usage else []),
-                               error=str(exc)[:500])  # fmt: skip
-            return True  # when in doubt and the model fails, a human decides
-        escalate = verdict.startswith("escalate")
-        self.ledger.finish(
-            rid,
-            route="human" if escalate else "model",
-            measurement=_measure([gen.usage] if gen.usage else []),
-        )
+        with self.ledger.track(conversation_id=conversation_id, route="model") as req:
+            prompt = [ChatMessage("user", escalation.DECISION_PROMPT.format(text=text))]
+            gen: Generation | None = None
+            try:
+                gen = self.model.stream(prompt, max_tokens=4, temperature=0.0, grammar=escalation.DECISION_GRAMMAR)
+                verdict = "".join(gen).strip().lower()
+            except Exception as exc:  # any model failure (a load, a dead worker): when in doubt, a human decides
+                _log_model_failure(conversation_id, exc)
+                req.fail(_failure_text(exc))
+                req.measurement = _measure([gen.usage] if gen is not None and gen.usage else [])
+                return True
+            escalate = verdict.startswith("escalate")
+            req.route = "human" if escalate else "model"
+            req.measurement = _measure([gen.usage] if gen.usage else [])
         return escalate
 
     def _answer_with_model(
         self,
         conversation_id: str,
-        rid: str,
+        req: Tracked,
         text: str,
         lang: Lang,
         history: list[Message],
         decision: Decision,
         max_tokens: int,
-    ) -> Iterator[Delta | Reply]:
-        sources = decision.sources
-        messages = self.build_messages(text, lang, history, sources if self.knowledge is not None else None)
+    ) -> Generator[Delta, None, Reply | _Escalation]:
+        """Stream the model's answer (Delta pieces); returns the Reply, or the escalation when the model failed.
+
+        Fills in `req` (the request's ledger row): any model failure (a failed (re)load, a dead worker, an
+        error or a timeout while generating) finishes it as `error` with the cause, routed to a human."""
+        rid, sources = req.request_id, decision.sources
         pieces: list[str] = []
         usages: list[Usage] = []
-        stream = cast(
-            Generator[BaseMessageChunk, None, None],
-            self.llm.stream(messages, max_tokens=max_tokens, usage_sink=usages.append),
-        )
-        # The timeout bounds generation, not the wait for the model: under load a request may queue
-        # behind others (that wait is reported as queue_wait_s), and it starts at the first token.
+        # The timeout bounds generation, not the wait for the model: under load a request may queue behind
+        # others (that wait is reported as queue_wait_s), and it starts at the first token.
         deadline: float | None = None
         failure: str | None = None
+        stream: Generator[BaseMessageChunk, None, None] | None = None
         try:
+            messages = self.build_messages(text, lang, history, sources if self.knowledge is not None else None)
+            stream = cast(
+                Generator[BaseMessageChunk, None, None],
+                self.llm.stream(messages, max_tokens=max_tokens, usage_sink=usages.append),
+            )
             for chunk in stream:
                 if deadline is None:
                     deadline = time.monotonic() + self.settings.model_timeout_s
@@ -261,35 +253,35 @@ class Bot:
                     stream.close()
                     break
         except GeneratorExit:
-            stream.close()
-            self.ledger.finish(rid, status="cancelled", measurement=_measure(usages, decision.retrieval_s))
-            if pieces:  # a partial answer is kept, sanitised like a whole one
-                self.store.add_message(conversation_id, "assistant", sanitize_answer("".join(pieces)), lang=lang,
-                                       request_id=rid, route="model")  # fmt: skip
+            if stream is not None:
+                stream.close()
+            req.measurement = _measure(usages, decision.retrieval_s)  # Ledger.track records it as cancelled
+            self._keep_partial(conversation_id, rid, lang, pieces)
             raise
-        except GenerationError as exc:
-            failure = str(exc)
+        except BotError:
+            raise  # customer-facing (e.g. a message that cannot fit the context window)
+        except Exception as exc:  # any model failure escalates; nothing is left `started`
+            _log_model_failure(conversation_id, exc)
+            failure = _failure_text(exc)
+            if stream is not None:
+                stream.close()
+        req.measurement = _measure(usages, decision.retrieval_s)
         if failure is not None:
-            log.warning("model failed for conversation %s: %s", conversation_id, failure)
-            self.ledger.finish(
-                rid,
-                status="error",
-                route="human",
-                measurement=_measure(usages, decision.retrieval_s),
-                error=failure[:500],
-            )
-            if pieces:  # a partial answer is kept, sanitised like a whole one
-                self.store.add_message(conversation_id, "assistant", sanitize_answer("".join(pieces)), lang=lang,
-                                       request_id=rid, route="model")  # fmt: skip
-            yield self._escalate(conversation_id, rid, text, lang, history, escalation.MODEL_FAILURE, sources)
-            return
+            req.fail(failure, route="human")
+            self._keep_partial(conversation_id, rid, lang, pieces)
+            return _Escalation(escalation.MODEL_FAILURE, sources)
         answer = sanitize_answer("".join(pieces).strip(), [s.url for s in sources])
-        row = self.ledger.finish(rid, status="completed", measurement=_measure(usages, decision.retrieval_s))
         self.store.add_message(
             conversation_id, "assistant", answer, lang=lang, request_id=rid, route="model", sources=sources
         )
-        yield Reply(answer, "model", conversation_id, rid, lang, sources, None, float(row.get("compute_s") or 0.0),
-                    decision.reason)  # fmt: skip
+        return Reply(answer, "model", conversation_id, rid, lang, sources, None, req.measurement.compute_s,
+                     decision.reason)  # fmt: skip
+
+    def _keep_partial(self, conversation_id: str, rid: str, lang: Lang, pieces: list[str]) -> None:
+        """A partial answer (cancelled or failed) is kept, sanitised like a whole one."""
+        if pieces:
+            self.store.add_message(conversation_id, "assistant", sanitize_answer("".join(pieces)), lang=lang,
+                                   request_id=rid, route="model")  # fmt: skip
 
     def build_messages(
         self, text: str, lang: Lang, history: list[Message], sources: Sequence[Source] | None
@@ -368,6 +360,26 @@ def _shorten(text: str) -> str:
     if keep >= len(text):
         raise InputError("message too long for the model's context window")
     return text[:keep]
+
+
+@dataclass(frozen=True)
+class _Escalation:
+    """The request goes to a person (the ticket is opened after its ledger row is finished)."""
+
+    reason: str
+    sources: tuple[Source, ...]
+
+
+def _failure_text(exc: BaseException) -> str:
+    """The cause recorded in the ledger's `error` column."""
+    return (str(exc) if isinstance(exc, ModelError) else f"{type(exc).__name__}: {exc}")[:500]
+
+
+def _log_model_failure(conversation_id: str, exc: BaseException) -> None:
+    if isinstance(exc, ModelError):
+        log.warning("model failed for conversation %s: %s", conversation_id, exc)
+    else:  # not one of ours: keep the traceback
+        log.exception("model call failed for conversation %s", conversation_id)
 
 
 def _measure(usages: list[Usage], retrieval_s: float = 0.0) -> Measurement:

@@ -85,6 +85,17 @@ HANDOVER = {
         "Ihre Ticketnummer ist {ticket}."
     ),
 }
+# a model failure (an error, a timeout, a crashed model worker): the customer learns why, and that a person takes over
+MODEL_FAILURE_HANDOVER = {
+    "en": (
+        "Sorry, I cannot answer this right now because of a technical problem. I am passing you on to a colleague "
+        "from our support team, who will reply here. Your ticket number is {ticket}."
+    ),
+    "de": (
+        "Entschuldigung, wegen eines technischen Problems kann ich das gerade nicht beantworten. Ich gebe Sie an "
+        "einen Kollegen aus unserem Support-Team weiter, der Ihnen hier antwortet. Ihre Ticketnummer ist {ticket}."
+    ),
+}
 WITH_STAFF = {
     "en": "Your message was added to ticket {ticket}; a colleague will reply here.",
     "de": "Ihre Nachricht wurde zu Ticket {ticket} hinzugefügt; ein Kollege antwortet Ihnen hier.",

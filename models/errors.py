@@ -17,5 +17,9 @@ class GenerationError(ModelError):
     """llama.cpp failed while generating; the bot escalates the conversation (customer sees a hand-over)."""
 
 
+class ModelUnavailableError(GenerationError):
+    """The model could not be (re)loaded or its worker is down; the bot escalates like any failed generation."""
+
+
 class ContextOverflowError(GenerationError):
     """The prompt does not fit the context window even after trimming (a bug in the caller's trimming)."""

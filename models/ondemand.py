@@ -20,6 +20,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import TypeVar
 
+from models.errors import GenerationError, ModelUnavailableError
 from models.types import ChatMessage, ChatModel, Generation
 
 log = logging.getLogger(__name__)
@@ -137,7 +138,7 @@ class OnDemandModel:
     def _acquire(self) -> ChatModel:
         with self._cond:
             if self._stopped:
-                raise RuntimeError("the on-demand model is closed")
+                raise ModelUnavailableError("the on-demand model is closed (the process is stopping)")
             self._in_use += 1
         try:
             return self._ensure_loaded()
@@ -160,9 +161,14 @@ class OnDemandModel:
             self._emit("load_start", 0.0)
             try:
                 model = self.factory()
-            except BaseException:
+            except BaseException as exc:
                 self._emit("load_failed", time.monotonic() - started)
-                raise
+                if isinstance(exc, GenerationError) or not isinstance(exc, Exception):
+                    raise
+                # whatever the factory raised (a bad file, out of memory, a GPU that is busy), the caller sees
+                # a model failure it handles: the bot escalates and finishes the request's ledger row
+                cause = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+                raise ModelUnavailableError(f"the model could not be loaded: {cause}") from exc
             self._emit("load_end", time.monotonic() - started)
             self._hint = {"model_id": model.model_id, "device": model.device}
             self._n_ctx = model.n_ctx

@@ -6,6 +6,7 @@ import multiprocessing
 import os
 import sqlite3
 import threading
+from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
 
@@ -53,6 +54,30 @@ def test_track_marks_error_and_keeps_row(data_dir: Path) -> None:
         raise RuntimeError("boom")
     row = ledger.get(rid)
     assert row is not None and row["status"] == "error" and "boom" in row["error"]
+    ledger.close()
+
+
+def test_track_finishes_a_handled_failure_and_a_closed_generator(data_dir: Path) -> None:
+    ledger = Ledger(data_dir / "firstline.db", heartbeat=False)
+    with ledger.track(conversation_id="c", route="model") as t:
+        t.measurement = Measurement(prefill_s=0.5, decode_s=1.0)
+        t.fail("model worker died: SIGSEGV", route="human")
+    row = ledger.get(t.request_id)
+    assert row is not None and row["error"] == "model worker died: SIGSEGV"
+    assert (row["status"], row["route"]) == ("error", "human")
+    assert row["compute_s"] == pytest.approx(1.5)
+
+    def streaming() -> Iterator[str]:
+        with ledger.track(conversation_id="c", route="model") as h:
+            h.measurement = Measurement(decode_s=0.25)
+            yield h.request_id
+            yield "never reached"
+
+    gen = streaming()
+    rid = next(gen)
+    gen.close()  # the consumer went away mid-answer
+    row = ledger.get(rid)
+    assert row is not None and row["status"] == "cancelled" and row["compute_s"] == pytest.approx(0.25)
     ledger.close()
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from sqlite_utils import Database
 
+from models.errors import ModelUnavailableError
 from models.fake import ScriptedChatModel
 from models.ondemand import OnDemandModel
 from models.types import ChatMessage
@@ -99,12 +100,12 @@ def test_a_failed_load_is_reported_and_retried() -> None:
         return ScriptedChatModel(default_answer="ok")
 
     model = OnDemandModel(flaky, idle_s=60, on_event=events)
-    with pytest.raises(RuntimeError, match="GPU busy"):
+    with pytest.raises(ModelUnavailableError, match="could not be loaded: GPU busy"):
         answer(model)
     assert events.kinds == ["load_start", "load_failed"] and model.in_use == 0
     assert answer(model) == "ok" and model.n_ctx == 2048 and model.count_tokens(HELLO) > 0
     model.close()
-    with pytest.raises(RuntimeError, match="closed"):
+    with pytest.raises(ModelUnavailableError, match="closed"):
         answer(model)
 
 

@@ -227,9 +227,14 @@ class Ledger(Store):
         return self.get(request_id) or {}
 
     @contextmanager
-    def track(self, *, conversation_id: str, route: str, **kwargs: Any) -> Iterator[_Tracked]:
-        """Start a row, yield a handle to fill in, finish it (`error` if the block raised)."""
-        handle = _Tracked(self.start(conversation_id=conversation_id, route=route, **kwargs), route)
+    def track(self, *, conversation_id: str, route: str, **kwargs: Any) -> Iterator[Tracked]:
+        """Start a row, yield a handle to fill in, finish it: `error` (with the exception) if the block raised,
+        `cancelled` if a generator holding it was closed, else the handle's status, route, measurement and error.
+
+        The row is finished when the block ends, so a caller that streams must leave the block before it hands
+        out its final result (a consumer that stops after the result would otherwise cancel a finished request).
+        """
+        handle = Tracked(self.start(conversation_id=conversation_id, route=route, **kwargs), route)
         try:
             yield handle
         except GeneratorExit:
@@ -245,7 +250,13 @@ class Ledger(Store):
             )
             raise
         else:
-            self.finish(handle.request_id, status=handle.status, measurement=handle.measurement, route=handle.route)
+            self.finish(
+                handle.request_id,
+                status=handle.status,
+                measurement=handle.measurement,
+                route=handle.route,
+                error=handle.error[:500] if handle.error else None,
+            )
 
     # -- recovery and liveness ---------------------------------------------------------------------
     def recover_interrupted(self) -> int:
@@ -309,11 +320,20 @@ class Ledger(Store):
 
 
 @dataclass
-class _Tracked:
+class Tracked:
+    """What `Ledger.track` finishes its row with; the block fills it in."""
+
     request_id: str
     route: str
     status: str = "completed"
     measurement: Measurement | None = None
+    error: str | None = None
+
+    def fail(self, error: str, *, route: str | None = None) -> None:
+        """Finish the row as `error` with this cause (the block handled the failure itself)."""
+        self.status, self.error = "error", error
+        if route is not None:
+            self.route = route
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
