@@ -60,3 +60,4 @@ clean:
 
 docs: install
 	$(BIN)/python -m ui.settings_doc
+	$(BIN)/python -m ui.cli_doc
