@@ -41,7 +41,8 @@ def render() -> str:
         "",
     ]
     for path in commands(main):
-        lines += [f"## `{' '.join(('firstline', *path))}`", "", "```text", help_text(main, path).rstrip("\n"), "```", ""]
+        title = " ".join(("firstline", *path))
+        lines += [f"## `{title}`", "", "```text", help_text(main, path).rstrip("\n"), "```", ""]
     return "\n".join(lines)
 
 
