@@ -21,7 +21,7 @@ from langchain_core.messages import AIMessage, BaseMessage, BaseMessageChunk, Hu
 from bot import escalation, prompts
 from bot.conversations import ConversationStore, check_conversation_id
 from bot.errors import BotError, InputError
-from bot.knowledge import KnowledgeBase, KnowledgeSettings
+from bot.kb.search import KnowledgeBase, KnowledgeSettings
 from bot.language import detect_language
 from bot.privacy import mask_payment_data, normalize_text
 from bot.router import CLARIFY_ROUTE, Decision, Router

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from bot import escalation
-from bot.knowledge import FaqMatch, KnowledgeBase, KnowledgeSettings
+from bot.kb.search import FaqMatch, KnowledgeBase, KnowledgeSettings
 from bot.settings import BotSettings
 from bot.types import Lang, Message, Source
 

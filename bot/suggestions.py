@@ -13,7 +13,7 @@ from sqlite_utils import Database
 from sqlite_utils.migrations import Migrations
 
 from bot.errors import BotError
-from bot.knowledge import KnowledgeBase
+from bot.kb.search import KnowledgeBase
 from usage.db import Store
 from usage.ledger import iso, utcnow
 

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from bot.ingest import CHUNK_CHARS, OVERLAP_CHARS, analyze, chunk_sections, html_to_text
-from bot.knowledge import DEMO_KB_DIR, KnowledgeBase, ensure_demo_kb
+from bot.kb.readers import CHUNK_CHARS, OVERLAP_CHARS, analyze, chunk_sections, html_to_text
+from bot.kb.search import DEMO_KB_DIR, KnowledgeBase, ensure_demo_kb
 
 FIXTURES = Path(__file__).parent / "data" / "kb"
 ROOT = Path(__file__).resolve().parent.parent

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from bot.embeddings import E5Embedder, from_blob, load_embedder
-from bot.knowledge import FAQ_THRESHOLD, KnowledgeBase, KnowledgeSettings
+from bot.kb.search import FAQ_THRESHOLD, KnowledgeBase, KnowledgeSettings
 
 FIXTURES = Path(__file__).parent / "data" / "kb"
 

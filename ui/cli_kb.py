@@ -24,7 +24,7 @@ from ui.cli_common import data_dir_option, emit, fail, friendly_errors, json_opt
 def open_kb(data_dir: Path | None) -> Iterator[Any]:
     """The knowledge base in the data directory, with the embedder the settings ask for."""
     from bot.embeddings import load_embedder
-    from bot.knowledge import KnowledgeBase, KnowledgeSettings
+    from bot.kb.search import KnowledgeBase, KnowledgeSettings
     from bot.settings import BotSettings
 
     bot_settings = BotSettings() if data_dir is None else BotSettings(data_dir=data_dir)
@@ -113,7 +113,7 @@ def eval_command(
     bot/evaluation.py for every definition.
     """
     from bot import evaluation
-    from bot.knowledge import KnowledgeBase, ensure_demo_kb
+    from bot.kb.search import KnowledgeBase, ensure_demo_kb
     from ui.services import build_services
 
     try:
@@ -127,7 +127,7 @@ def eval_command(
     own_kb = base is None
     if base is None:
         from bot.embeddings import load_embedder
-        from bot.knowledge import KnowledgeSettings
+        from bot.kb.search import KnowledgeSettings
 
         base = KnowledgeBase(
             services.bot_settings.database_path, embedder=load_embedder(KnowledgeSettings().embeddings)

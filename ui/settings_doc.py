@@ -9,7 +9,7 @@ from typing import Any
 SETTINGS = [
     ("models.settings", "ModelSettings"),
     ("bot.settings", "BotSettings"),
-    ("bot.knowledge", "KnowledgeSettings"),
+    ("bot.kb.search", "KnowledgeSettings"),
     ("bot.housekeeping", "HousekeepingSettings"),
     ("ui.settings", "ServerSettings"),
     ("usage.profiles", "PricingSettings"),

@@ -2,12 +2,12 @@
 
 Tables live in the shared `firstline.db` (migrations "firstline.knowledge"): `kb_files` (one row per
 ingested file, with its sha256), `kb_documents` (an article or one FAQ entry), `kb_chunks` (passages) and
-`kb_fts`, an FTS5 table over the *analysed* text (see `bot.ingest.analyze`: stemmed, stop words dropped,
+`kb_fts`, an FTS5 table over the *analysed* text (see `bot.kb.readers.analyze`: stemmed, stop words dropped,
 ASCII-folded), so German and English inflections meet. `kb_vectors` holds float32 embeddings when a
 dense model is configured. One file is one transaction: a crash or a bad file never loses another.
 
 Search is lexical first: query terms are expanded against the index vocabulary (typo correction by edit
-distance, German compound parts, prefixes; see `bot.ingest.expand_query`), FTS5 finds candidate chunks
+distance, German compound parts, prefixes; see `bot.kb.readers.expand_query`), FTS5 finds candidate chunks
 and a BM25 over those term groups ranks them. With an embedder, a cosine ranking over all chunk vectors of
 the language is fused in by weighted reciprocal rank fusion at document level (dense counts 1.5x: on the
 demo questions it lifted hit@1 from 0.51 to 0.70). Results are one passage per document, best first.
@@ -38,7 +38,7 @@ from sqlite_utils import Database
 from sqlite_utils.migrations import Migrations
 
 from bot.embeddings import Embedder, from_blob, to_blob
-from bot.ingest import (
+from bot.kb.readers import (
     PARSER_VERSION,
     SUFFIXES,
     Article,
@@ -57,7 +57,7 @@ from usage.db import Store
 
 log = logging.getLogger(__name__)
 
-DEMO_KB_DIR = Path(__file__).resolve().parent / "demo_kb"
+DEMO_KB_DIR = Path(__file__).resolve().parent.parent / "demo_kb"
 DEMO_EXCLUDE = ("questions/*", "README*")
 MIN_RELEVANCE = 0.3  # below this best score, the knowledge base has nothing relevant for the question
 FAQ_THRESHOLD = 0.8  # faq_match score from which an FAQ answer is given with no model call
