@@ -174,7 +174,8 @@ def test_language_falls_back_when_unclear() -> None:
 
 
 def test_faq_fast_path_answers_without_a_model_call(data_dir: Path) -> None:
-    from bot.kb.search import KnowledgeBase, ensure_demo_kb
+    from bot.kb.demo import ensure_demo_kb
+    from bot.kb.search import KnowledgeBase
 
     db = data_dir / "firstline.db"
     kb = KnowledgeBase(db)

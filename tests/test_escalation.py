@@ -11,7 +11,8 @@ import pytest
 from bot import escalation
 from bot.conversation import Bot
 from bot.conversations import ConversationStore
-from bot.kb.search import DEMO_KB_DIR, KnowledgeBase, ensure_demo_kb
+from bot.kb.demo import DEMO_KB_DIR, ensure_demo_kb
+from bot.kb.search import KnowledgeBase
 from bot.types import Message
 from models.fake import ScriptedChatModel
 from usage.ledger import Ledger

@@ -11,8 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from bot.kb.readers import CHUNK_CHARS, OVERLAP_CHARS, analyze, chunk_sections, html_to_text
-from bot.kb.search import DEMO_KB_DIR, KnowledgeBase, ensure_demo_kb
+from bot.kb.analysis import analyze
+from bot.kb.demo import DEMO_KB_DIR, ensure_demo_kb
+from bot.kb.readers import CHUNK_CHARS, OVERLAP_CHARS, chunk_sections, html_to_text
+from bot.kb.search import KnowledgeBase
 
 FIXTURES = Path(__file__).parent / "data" / "kb"
 ROOT = Path(__file__).resolve().parent.parent

@@ -15,7 +15,8 @@ import pytest
 from bot import prompts
 from bot.conversation import Bot
 from bot.conversations import ConversationStore
-from bot.kb.search import KnowledgeBase, ensure_demo_kb
+from bot.kb.demo import ensure_demo_kb
+from bot.kb.search import KnowledgeBase
 from models.fake import ScriptedChatModel
 from models.types import ChatMessage
 from usage.ledger import Ledger

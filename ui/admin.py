@@ -25,13 +25,13 @@ import pandas as pd
 from fastapi import FastAPI
 
 from ui.auth import User
-from ui.cli_cost import report_csv
 from ui.services import Services
 from usage.budgets import BudgetGuard
 from usage.ledger import utcnow
 from usage.planning import estimate, project
 from usage.pricing import CloudPerSecond, PeriodUsage, PricingError, duration_s, money
 from usage.profiles import ProfileBook, active_profile, dumps, load_profiles, parse, save_profiles, sync_versions
+from usage.rendering import report_csv
 from usage.reports import (
     GROUPS,
     Report,

@@ -339,11 +339,12 @@ def faq(bench: Bench, shared: Shared) -> None:
 
     questions = faq_questions()
     try:
-        from bot.kb.search import KnowledgeBase, ensure_demo_kb
+        from bot.kb.demo import ensure_demo_kb
+        from bot.kb.search import KnowledgeBase
     except ImportError:
         KnowledgeBase = ensure_demo_kb = None  # type: ignore[assignment,misc]  # noqa: N806
     if not questions or KnowledgeBase is None:
-        _faq_unavailable(bench, "the knowledge base (bot.kb.search) is not available")
+        _faq_unavailable(bench, "the knowledge base (bot.kb) is not available")
         return
     fake = ScriptedChatModel()
     data = bench.workspace("faq")

@@ -2,15 +2,13 @@
 
 Registered on the main group at the end of ui/cli.py. Like ui/cli_bench.py this module does not import
 ui.cli (under `python -m ui.cli` that would load a second, half-initialised copy); the shared options and
-error translation come from ui/cli_common.py. Report rendering (table, CSV) lives here and is shared with
-the admin dashboard.
+error translation come from ui/cli_common.py. Report rendering (table, CSV) is usage.rendering's, shared
+with the admin dashboard.
 """
 
 from __future__ import annotations
 
-import csv
 import functools
-import io
 import tempfile
 import time
 from collections.abc import Callable
@@ -23,7 +21,8 @@ import click
 from ui.cli_common import emit, fail, friendly_errors, json_option
 from usage.pricing import PricingError, Profile
 from usage.profiles import ProfileBook
-from usage.reports import GROUPS, Report
+from usage.rendering import report_csv, report_table
+from usage.reports import GROUPS
 
 
 def _friendly_errors(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -90,72 +89,6 @@ def resolve_profile(book: ProfileBook, db_path: Path, name: str | None) -> Profi
         if found is not None:
             return found
     raise PricingError(f"profile {base} has no recorded version {version}")
-
-
-# -- rendering (shared with the admin dashboard) ---------------------------------------------------
-TABLE_COLUMNS = (
-    "requests",
-    "compute_s",
-    "prefill_s",
-    "decode_s",
-    "tokens",
-    "latency_p50_s",
-    "latency_p95_s",
-    "queue_wait_p95_s",
-    "cost",
-)
-
-
-def report_csv(report: Report) -> str:
-    """One CSV line per group (no totals line, so the rows can be summed)."""
-    data = report.to_json()
-    from usage.reports import Row
-
-    fields = [report.by, *Row("").as_dict().keys()]
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n")
-    writer.writeheader()
-    for row in data["rows"]:
-        writer.writerow(row)
-    return buf.getvalue()
-
-
-def report_table(report: Report) -> str:
-    """A plain-text table with the totals line, provisioning and conversation outcomes."""
-    data = report.to_json()
-    head = [report.by, *TABLE_COLUMNS]
-    body = [[str(r[report.by]), *(_fmt(r[c]) for c in TABLE_COLUMNS)] for r in data["rows"]]
-    total = ["TOTAL", *(_fmt(data["totals"][c]) for c in TABLE_COLUMNS)]
-    widths = [max(len(line[i]) for line in [head, *body, total]) for i in range(len(head))]
-
-    def line(cells: list[str]) -> str:
-        return "  ".join(
-            c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths, strict=True))
-        )
-
-    rule = "-" * len(line(head))
-    t = data["totals"]
-    lines = [line(head), rule, *(line(b) for b in body), rule, line(total), ""]
-    lines.append(
-        f"profile {data['profile']} v{data['profile_version']} ({data['profile_kind']}), money in {data['currency']}, "
-        f"{data['since']} .. {data['until']}"
-    )
-    lines.append(
-        f"provisioned {t['provisioned_s']:.0f} s ({t['provisioned_source']}), idle {t['idle_s']:.0f} s, "
-        f"utilisation {_fmt(t['utilization'])}, cost per request {_fmt(t['cost_per_request'])}"
-    )
-    if data["conversations"]:
-        lines.append("conversations: " + ", ".join(f"{k} {_fmt(v)}" for k, v in data["conversations"].items()))
-    lines += data["notes"]
-    return "\n".join(lines)
-
-
-def _fmt(value: Any) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, float):
-        return f"{value:.3f}"
-    return str(value)
 
 
 # -- firstline report --------------------------------------------------------------------------------

@@ -113,7 +113,8 @@ def eval_command(
     bot/evaluation.py for every definition.
     """
     from bot import evaluation
-    from bot.kb.search import KnowledgeBase, ensure_demo_kb
+    from bot.kb.demo import ensure_demo_kb
+    from bot.kb.search import KnowledgeBase
     from ui.services import build_services
 
     try:

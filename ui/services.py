@@ -9,7 +9,8 @@ from pathlib import Path
 from bot.conversation import Bot
 from bot.conversations import ConversationStore
 from bot.embeddings import load_embedder
-from bot.kb.search import KnowledgeBase, KnowledgeSettings, ensure_demo_kb
+from bot.kb.demo import ensure_demo_kb
+from bot.kb.search import KnowledgeBase, KnowledgeSettings
 from bot.settings import BotSettings
 from bot.tickets import TicketStore
 from models.settings import ModelSettings
