@@ -17,7 +17,8 @@ import pytest
 from bot import escalation, prompts
 from bot.conversation import Bot
 from bot.conversations import ConversationStore
-from bot.knowledge import KnowledgeBase, ensure_demo_kb
+from bot.kb.demo import ensure_demo_kb
+from bot.kb.search import KnowledgeBase
 from bot.tickets import TicketStore
 from models.fake import ScriptedChatModel
 from models.ondemand import OnDemandModel
