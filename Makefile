@@ -59,5 +59,5 @@ clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build *.egg-info
 
 docs: install
-	$(BIN)/python -m ui.settings_doc
+	$(BIN)/python -m ui.cli.docs
 	$(BIN)/python -m ui.cli_doc

@@ -1,6 +1,6 @@
 """A lean GPU benchmark for machines that cannot install the whole product (no internet, small uploads).
 
-It needs only `models/`, `usage/pricing.py` and the stdlib-only `ui/bench.py` and `ui/bench_native.py`
+It needs only `models/`, `usage/pricing.py` and the stdlib-only `ui/bench/core.py` and `ui/bench/native.py`
 from this repository, llama-cpp-python (a CUDA build, or a CPU-only one for comparison), pydantic-settings,
 numpy, the model file and, optionally, a `llama-bench`
 built from the same llama.cpp source. It replays the exact prompts firstline's bot sends to the model,
@@ -35,7 +35,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from ui.bench import median, percentile, ratio  # noqa: E402  (ui.bench and ui.bench_native need only the stdlib)
+from ui.bench.core import median, percentile, ratio  # noqa: E402  (ui.bench and ui.bench.native need only the stdlib)
 
 # usage.planning.DEFAULT_SECONDS_PER_REQUEST, the default pricing example's compute seconds per request
 # (not imported: usage.planning needs sqlite-utils, which the lean GPU run does not carry)
@@ -58,7 +58,7 @@ def capture(args: argparse.Namespace) -> None:
 
     from bot.evaluation import load_questions
     from models.fake import ScriptedChatModel
-    from ui.services import build_services
+    from ui.app import build_services
 
     root = Path(__file__).resolve().parent.parent
     questions = load_questions(root / "bot" / "demo_kb" / "questions" / "dev.jsonl")
@@ -178,9 +178,9 @@ def decode_runs(model: Any, messages: list[Any], gen_tokens: int, reps: int) -> 
 
 
 def native_runs(binary: str, model: Any, n_prompt: int, n_gen: int, reps: int) -> dict[str, Any]:
-    """(c) through ui.bench_native.NativeBench: the very llama-bench invocation `firstline bench` uses."""
-    from ui.bench import Bench, BenchOptions
-    from ui.bench_native import NativeBench
+    """(c) through ui.bench.native.NativeBench: the very llama-bench invocation `firstline bench` uses."""
+    from ui.bench.core import Bench, BenchOptions
+    from ui.bench.native import NativeBench
 
     native = NativeBench(Bench(BenchOptions(llama_bench=Path(binary))), model, n_prompt, n_gen)
     try:

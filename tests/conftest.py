@@ -49,7 +49,7 @@ def fake_model() -> ScriptedChatModel:
 
 @pytest.fixture
 def services(data_dir: Path, fake_model: ScriptedChatModel) -> Iterator[object]:
-    from ui.services import build_services
+    from ui.app import build_services
 
     svc = build_services(data_dir, model=fake_model)
     yield svc

@@ -3,7 +3,7 @@
 Customers are anonymous: the chat's conversation id lives in server-side gr.State, so no call, public or
 private, with any data in any input slot, can read or write another conversation. The staff console
 (/staff) and the admin dashboard (/admin) refuse every request, page or API, without a session of the
-right role. /admin may not be mounted yet (ui.admin is built in parallel): then it is 404 for an admin
+right role. /admin may not be mounted yet (ui.web.admin is built in parallel): then it is 404 for an admin
 and still 303/401 for everyone else, so the test holds before and after it is mounted.
 """
 
@@ -187,7 +187,7 @@ def test_gradio_client_reaches_protected_apps_only_with_the_role(env: Env, calle
     headers = {"Cookie": _cookie(env, caller)} if env.cookies[caller] else None
     for prefix, allowed in (("/staff", caller in ("staff", "admin")), ("/admin", caller == "admin")):
         if prefix == "/admin" and allowed and not _admin_mounted(env):
-            allowed = False  # 404 until ui.admin is mounted
+            allowed = False  # 404 until ui.web.admin is mounted
         if allowed:
             Client(env.url + prefix + "/", verbose=False, headers=headers)
         else:
@@ -426,8 +426,8 @@ def test_staff_console_handlers_check_the_session_themselves(tmp_path: Path) -> 
     from fastapi.testclient import TestClient
 
     from models.fake import ScriptedChatModel
-    from ui.services import build_services
-    from ui.staff import mount_staff
+    from ui.app import build_services
+    from ui.web.staff import mount_staff
 
     services = build_services(tmp_path / "d", model=ScriptedChatModel(), demo_kb=False)
     try:

@@ -103,7 +103,7 @@ def test_admin_handlers_recheck_the_role_from_the_cookie(data_dir: Path) -> None
     import gradio as gr
     from starlette.requests import Request
 
-    from ui.admin import admin_user
+    from ui.web.admin import admin_user
 
     seed(data_dir)
     users = UserStore(data_dir / "firstline.db")
@@ -141,7 +141,7 @@ def fake_services(data_dir: Path) -> Any:
 def test_dashboard_figures_match_the_report_and_pricing_edits_bump_versions(data_dir: Path) -> None:
     from decimal import Decimal
 
-    from ui.admin import Dashboard, comparison_frame, csv_file, model_markdown, save_pricing, total_html
+    from ui.web.admin import Dashboard, comparison_frame, csv_file, model_markdown, save_pricing, total_html
     from usage.pricing import PricingError
     from usage.profiles import dumps
 

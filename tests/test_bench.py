@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from ui.bench import Bench, BenchOptions, decode_rate, judge_targets, median, percentile, ratio, results_payload
-from ui.bench_limits import bytes_per_token, gguf_tensor_bytes
-from ui.bench_native import parse_llama_bench, pick, tokens_per_s
+from ui.bench.core import Bench, BenchOptions, decode_rate, judge_targets, median, percentile, ratio, results_payload
+from ui.bench.limits import bytes_per_token, gguf_tensor_bytes
+from ui.bench.native import parse_llama_bench, pick, tokens_per_s
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -145,7 +145,7 @@ def test_targets_are_judged_from_the_figures(tmp_path: Path) -> None:
 
 
 def test_report_files_are_written(tmp_path: Path) -> None:
-    from ui import bench_report
+    from ui.bench import report as bench_report
 
     bench = _bench_with({"decode.firstline.tokens_per_s": 60.0, "ledger.overhead.p95": 3.0}, tmp_path)
     bench.note("a note with **markdown**", "decode")
@@ -161,7 +161,7 @@ def test_report_files_are_written(tmp_path: Path) -> None:
 
 
 def test_cli_smoke_run_of_cheap_sections(tmp_path: Path) -> None:
-    from ui.cli import main
+    from ui.cli.main import main
 
     out = tmp_path / "bench-out"
     result = CliRunner().invoke(
@@ -180,7 +180,7 @@ def test_cli_smoke_run_of_cheap_sections(tmp_path: Path) -> None:
 
 def test_bench_command_loads_under_python_dash_m() -> None:
     # ui.cli registers `bench` at its end; `python -m ui.cli` (how the server is started) must not hit a
-    # circular import of ui.cli from ui.cli_bench.
+    # circular import of ui.cli from ui.cli.benchmark.
     proc = subprocess.run(
         [sys.executable, "-m", "ui.cli", "bench", "--help"], capture_output=True, text=True, cwd=ROOT, timeout=120
     )
@@ -189,7 +189,7 @@ def test_bench_command_loads_under_python_dash_m() -> None:
 
 
 def test_disturbed_rounds_are_left_out_of_the_medians() -> None:
-    from ui.bench_decode import Round, undisturbed
+    from ui.bench.decode import Round, undisturbed
 
     def rnd(a: float, b: float, c: float) -> Round:
         return Round(a, 1.0, b, 1.0, c, 1.0, 500.0, 10.0, 0.2, 0.5)
@@ -202,8 +202,8 @@ def test_disturbed_rounds_are_left_out_of_the_medians() -> None:
 
 
 def test_the_report_quotes_the_last_gpu_run_as_such(tmp_path: Path) -> None:
-    from ui.bench import BenchOptions
-    from ui.bench_report import gpu_section
+    from ui.bench.core import BenchOptions
+    from ui.bench.report import gpu_section
 
     committed = BenchOptions().gpu_results
     assert committed is not None and committed.is_file()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ui import cli_doc
-from ui.settings_doc import DOC, render
+from ui.cli.docs import DOC, render
 
 
 def test_settings_doc_is_current() -> None:

@@ -95,7 +95,7 @@ def test_unreadable_model_fails_in_one_line(tmp_path: Path, data_dir: Path, monk
         assert took < 10
         return
     # root without a way to drop its file powers: make access() report what a service account would see
-    from ui.cli import main
+    from ui.cli.main import main
 
     monkeypatch.setenv("FIRSTLINE_MODEL_PATH", str(locked))
     monkeypatch.setattr("models.loader.os.access", lambda *a, **k: False)
@@ -104,8 +104,8 @@ def test_unreadable_model_fails_in_one_line(tmp_path: Path, data_dir: Path, monk
 
 
 def test_model_failure_during_a_chat_escalates_and_is_recorded(data_dir: Path) -> None:
-    from ui.customer import respond
-    from ui.services import build_services
+    from ui.app import build_services
+    from ui.web.customer import respond
 
     model = ScriptedChatModel()
     services = build_services(data_dir, model=model, demo_kb=False)
@@ -135,7 +135,7 @@ def short_busy(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.fixture
 def chat(data_dir: Path, short_busy: None) -> Iterator[Any]:
     """Services with one earlier conversation already stored."""
-    from ui.services import build_services
+    from ui.app import build_services
 
     services = build_services(data_dir, model=ScriptedChatModel(), demo_kb=False)
     services.bot.handle_message("before", "Hello, how do I pay my bill?")
@@ -160,7 +160,7 @@ def _integrity(db: Path) -> str:
 
 
 def _customer_sees(services: Any, text: str, conv: str) -> str:
-    from ui.customer import SORRY, respond
+    from ui.web.customer import SORRY, respond
 
     frames = list(respond(services.bot, text, [], conv, "en"))
     last = str(frames[-1][1][-1]["content"])
@@ -241,8 +241,8 @@ def _storage_patch(monkeypatch: pytest.MonkeyPatch, pragma: str) -> None:
 def test_cli_reports_storage_faults_in_one_line(
     data_dir: Path, monkeypatch: pytest.MonkeyPatch, pragma: str, words: str, command: list[str]
 ) -> None:
-    from ui.cli import main
-    from ui.services import build_services
+    from ui.app import build_services
+    from ui.cli.main import main
 
     build_services(data_dir, model=ScriptedChatModel(), demo_kb=False).close()  # an existing database
     before = _snapshot(data_dir / "firstline.db")
@@ -259,8 +259,8 @@ def test_cli_reports_storage_faults_in_one_line(
 
 
 def test_cli_reports_a_locked_database_in_one_line(data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from ui.cli import main
-    from ui.services import build_services
+    from ui.app import build_services
+    from ui.cli.main import main
 
     build_services(data_dir, model=ScriptedChatModel(), demo_kb=False).close()
     monkeypatch.setenv("FIRSTLINE_MODEL_BACKEND", "scripted")

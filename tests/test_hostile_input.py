@@ -24,8 +24,8 @@ from gradio_raw import call, config, fn_index
 from bot import prompts
 from bot.errors import InputError
 from models.fake import ScriptedChatModel
-from ui.customer import SORRY
-from ui.limits import TOO_FAST
+from ui.web.customer import SORRY
+from ui.web.limits import TOO_FAST
 
 CORPUS_FILE = Path(__file__).parent / "data" / "hostile_inputs.jsonl"
 
@@ -86,7 +86,7 @@ def test_corpus_is_big_and_varied() -> None:
 # -- through the Bot ---------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def bot_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Any, ScriptedChatModel, Path]]:
-    from ui.services import build_services
+    from ui.app import build_services
 
     data = tmp_path_factory.mktemp("hostile-bot")
     model = ScriptedChatModel()

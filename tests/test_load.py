@@ -30,7 +30,7 @@ from gradio_client import Client
 from gradio_raw import call, config, fn_index
 
 from ui.auth import SESSION_COOKIE, UserStore
-from ui.customer import SORRY
+from ui.web.customer import SORRY
 
 STRESS = os.environ.get("FIRSTLINE_STRESS", "") not in ("", "0")
 FAKE_SESSIONS, FAKE_TURNS = (100, 5) if STRESS else (20, 3)

@@ -77,7 +77,7 @@ def _all_text(db: Path) -> str:
 
 
 def test_payment_data_is_masked_end_to_end_through_the_bot(data_dir: Path) -> None:
-    from ui.services import build_services
+    from ui.app import build_services
 
     model = ScriptedChatModel()
     services = build_services(data_dir, model=model)
@@ -133,7 +133,7 @@ def _age(db: Path, conversation_id: str, days: float) -> None:
 def aged_data(data_dir: Path) -> dict[str, Any]:
     """Old and new conversations: plain, with a resolved ticket (and a FAQ suggestion), with an open one."""
     from bot.suggestions import SuggestionStore
-    from ui.services import build_services
+    from ui.app import build_services
 
     services = build_services(data_dir, model=ScriptedChatModel())
     bot = services.bot

@@ -161,7 +161,7 @@ def leaked(text: str) -> list[str]:
 
 @pytest.fixture
 def planted(data_dir: Path) -> Iterator[tuple[Any, ScriptedChatModel, Path]]:
-    from ui.services import build_services
+    from ui.app import build_services
 
     model = ScriptedChatModel()
     services = build_services(data_dir, model=model)
@@ -217,7 +217,7 @@ def test_each_prompt_holds_only_its_own_conversation(planted: tuple[Any, Scripte
 def test_real_model_never_reveals_a_canary(data_dir: Path, real_model: Any) -> None:
     """Every attempt is answered by the model itself (a bot without knowledge base: no FAQ shortcut);
     every fourth one also through the full path with retrieval (slower: long prompts on 2 cores)."""
-    from ui.services import build_services
+    from ui.app import build_services
 
     services = build_services(data_dir, model=real_model)
     answers: list[str] = []
@@ -291,8 +291,8 @@ def test_knowledge_base_links_survive_sanitising() -> None:
 
 @pytest.mark.parametrize("output", MODEL_OUTPUTS[:12])
 def test_scripted_model_answers_are_stored_and_shown_sanitised(data_dir: Path, output: str) -> None:
-    from ui.customer import respond
-    from ui.services import build_services
+    from ui.app import build_services
+    from ui.web.customer import respond
 
     model = ScriptedChatModel()
     services = build_services(data_dir, model=model, demo_kb=False)
@@ -317,7 +317,7 @@ def test_scripted_model_answers_are_stored_and_shown_sanitised(data_dir: Path, o
 
 def test_partial_answer_of_a_failed_generation_is_stored_sanitised(data_dir: Path) -> None:
     from bot.settings import BotSettings
-    from ui.services import build_services
+    from ui.app import build_services
 
     model = ScriptedChatModel(seconds_per_token=0.02)
     services = build_services(data_dir, model=model, demo_kb=False)

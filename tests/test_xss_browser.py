@@ -135,7 +135,7 @@ def login(page: Any, base: str, name: str, password: str, target: str) -> None:
 
 def seed(data_dir: Path) -> dict[str, Any]:
     """Tickets, notes, replies, summaries, an e-mail, FAQ suggestions and ledger rows full of payloads."""
-    from ui.services import build_services
+    from ui.app import build_services
 
     services = build_services(data_dir, model=ScriptedChatModel(), demo_kb=False)
     try:
@@ -215,14 +215,14 @@ def test_payloads_do_not_run_in_staff_console_or_admin_dashboard(
     page.wait_for_timeout(3500)  # one live refresh of the queue and the open ticket
     assert_clean(page, watch, "after a live refresh")
 
-    # the admin dashboard (mounted at /admin by ui.admin): ledger fields carry payloads too
+    # the admin dashboard (mounted at /admin by ui.web.admin): ledger fields carry payloads too
     admin_ctx = browser.new_context()
     admin_watch = Watch(admin_ctx, server.url)
     admin = admin_watch.attach(admin_ctx.new_page())
     request.node._pages.append(admin)
     login(admin, server.url, "ada", "correct horse battery", "/admin/")
     admin.wait_for_load_state("networkidle")
-    mounted = admin.request.get(server.url + "/admin/config").status == 200  # 404 before ui.admin is mounted
+    mounted = admin.request.get(server.url + "/admin/config").status == 200  # 404 before ui.web.admin is mounted
     if mounted:
         expect(admin.locator("#total-cost")).to_be_visible(timeout=30_000)
         admin.wait_for_timeout(2000)

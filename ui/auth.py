@@ -3,7 +3,7 @@
 Passwords are hashed with scrypt (stdlib) and a per-user salt. A session is a random token in an
 HttpOnly cookie; only its SHA-256 is stored, with an expiry. Roles: `staff` (staff console) and `admin`
 (admin dashboard and staff console). Customers never log in. Every Gradio mount for staff/admin checks
-the session on each request (see ui/server.py); handlers re-read the user from the request, never from
+the session on each request (see ui/web/server.py); handlers re-read the user from the request, never from
 browser state.
 """
 

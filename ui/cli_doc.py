@@ -30,7 +30,7 @@ def help_text(main: click.Command, path: tuple[str, ...]) -> str:
 
 def render() -> str:
     """The Markdown text of docs/cli.md."""
-    from ui.cli import main
+    from ui.cli.main import main
 
     lines = [
         "# Command line",

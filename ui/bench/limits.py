@@ -18,8 +18,8 @@ import time
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from ui.bench import Bench, Shared, fmt, ratio
-from ui.bench_native import CACHE_DIR
+from ui.bench.core import Bench, Shared, fmt, ratio
+from ui.bench.native import CACHE_DIR
 
 # -- memory bandwidth ---------------------------------------------------------------------------------
 STREAM_C = r"""
@@ -255,7 +255,7 @@ def bytes_per_token(model: Any, depth: float) -> dict[str, float]:
 
 def limits(bench: Bench, shared: Shared) -> None:
     """Memory bandwidth, the bandwidth-bound decode ceiling, and the compute-bound estimate."""
-    from ui.bench_model import ensure_model
+    from ui.bench.harness import ensure_model
 
     model = ensure_model(bench, shared)
     bench.progress("memory bandwidth ...")

@@ -11,7 +11,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from ui.bench import Bench, fmt, median
+from ui.bench.core import Bench, fmt, median
 
 LLAMA_BENCH_TIMEOUT_S = 300
 CACHE_DIR = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "firstline"

@@ -24,8 +24,8 @@ import gradio as gr
 import pandas as pd
 from fastapi import FastAPI
 
+from ui.app import Services
 from ui.auth import User
-from ui.services import Services
 from usage.budgets import BudgetGuard
 from usage.ledger import utcnow
 from usage.planning import estimate, project
@@ -50,7 +50,7 @@ LATENCY_LABELS = latency_labels()
 
 def admin_user(services: Services, request: gr.Request | None) -> User:
     """The logged-in admin, from the session cookie checked on the server; raises gr.Error otherwise."""
-    from ui.server import request_user
+    from ui.web.server import request_user
 
     raw = getattr(request, "request", None)
     user = request_user(services, raw) if raw is not None else None
@@ -398,7 +398,7 @@ def build_admin_app(services: Services) -> gr.Blocks:
 
 def mount_admin(app: FastAPI, services: Services) -> None:
     """Mount the admin dashboard at /admin (admins only, checked on every request)."""
-    from ui.server import ADMIN_PATH, mount_protected
+    from ui.web.server import ADMIN_PATH, mount_protected
 
     blocks = build_admin_app(services)
     blocks.queue(default_concurrency_limit=2)

@@ -20,7 +20,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from ui.bench import Bench, Shared, fmt, percentile, ratio
+from ui.bench.core import Bench, Shared, fmt, percentile, ratio
 
 QUESTIONS = (
     "Explain in detail how I can make my home Wi-Fi faster and more reliable.",

@@ -14,7 +14,7 @@ SETTINGS = [
     ("ui.settings", "ServerSettings"),
     ("usage.profiles", "PricingSettings"),
 ]
-DOC = Path(__file__).resolve().parent.parent / "docs" / "settings.md"
+DOC = Path(__file__).resolve().parents[2] / "docs" / "settings.md"
 
 
 def _default(field: Any) -> str:
@@ -35,7 +35,7 @@ def render() -> str:
     lines = [
         "# Settings",
         "",
-        "Generated from the code by `make docs` (`python -m ui.settings_doc`); do not edit by hand.",
+        "Generated from the code by `make docs` (`python -m ui.cli.docs`); do not edit by hand.",
         "Every setting is an environment variable with the prefix `FIRSTLINE_`.",
         "",
     ]

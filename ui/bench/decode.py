@@ -17,8 +17,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from ui.bench import Bench, Shared, decode_rate, fmt, median, ratio, spread
-from ui.bench_model import LONG_QUESTION, ClockedModel, bot_for, close_services, ensure_model, run_turn
+from ui.bench.core import Bench, Shared, decode_rate, fmt, median, ratio, spread
+from ui.bench.harness import LONG_QUESTION, ClockedModel, bot_for, close_services, ensure_model, run_turn
 
 UNDISTURBED = 0.8  # a round counts when each of the three reached this share of its median round
 
@@ -41,7 +41,7 @@ class Round:
 
 def decode(bench: Bench, shared: Shared) -> None:
     """Rounds of (a), (b), (c); medians over undisturbed rounds; per-token breakdown of the gap."""
-    from ui import bench_native
+    from ui.bench import native as bench_native
 
     opts = bench.options
     model = ensure_model(bench, shared)

@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from ui.cli_common import data_dir_option, emit, fail, friendly_errors, json_option
+from ui.cli.common import data_dir_option, emit, fail, friendly_errors, json_option
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -49,8 +49,8 @@ def preflight_model() -> Any:
 def serve(host: str | None, port: int | None, data_dir: Path | None) -> None:
     """Run the web app: customer chat, staff console, admin dashboard."""
     model = preflight_model()  # a bad model file is reported in seconds, before the heavy imports
-    from ui.server import serve as run_server
-    from ui.services import build_services
+    from ui.app import build_services
+    from ui.web.server import serve as run_server
 
     services = build_services(data_dir, model=model)
     if host:
@@ -73,7 +73,7 @@ def serve(host: str | None, port: int | None, data_dir: Path | None) -> None:
 def ask(text: str, conversation_id: str | None, lang: str | None, data_dir: Path | None, as_json: bool) -> None:
     """One customer turn through the full path (routing, knowledge base, model, escalation, ledger)."""
     from bot.conversations import check_conversation_id, new_conversation_id
-    from ui.services import build_services
+    from ui.app import build_services
 
     conversation_id = check_conversation_id(conversation_id) if conversation_id else new_conversation_id()
     services = build_services(data_dir)
@@ -180,24 +180,20 @@ def users_add(name: str, role: str, password_stdin: bool, data_dir: Path | None)
     click.echo(f"created {role} login {name!r}", err=True)
 
 
-from ui.cli_bench import bench  # noqa: E402
+from ui.cli.benchmark import bench  # noqa: E402
 
 main.add_command(bench)
 
-from ui.cli_cost import cost, report  # noqa: E402
+from ui.cli.cost import cost, report  # noqa: E402
 
 main.add_command(report)
 main.add_command(cost)
 
-from ui.cli_kb import eval_command, kb  # noqa: E402
+from ui.cli.kb import eval_command, kb  # noqa: E402
 
 main.add_command(kb)
 main.add_command(eval_command)
 
-from ui.cli_ops import housekeeping  # noqa: E402
+from ui.cli.ops import housekeeping  # noqa: E402
 
 main.add_command(housekeeping)
-
-
-if __name__ == "__main__":  # pragma: no cover
-    main()

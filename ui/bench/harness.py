@@ -12,7 +12,7 @@ from typing import Any, cast
 
 from bot.types import Delta, Reply
 from models.types import ChatMessage, ChatModel, Generation
-from ui.bench import Bench, Shared, decode_rate, fmt, median, ratio
+from ui.bench.core import Bench, Shared, decode_rate, fmt, median, ratio
 from usage.planning import DEFAULT_SECONDS_PER_REQUEST
 
 # A question that makes the model write long (so every run reaches the token budget) and that no FAQ
@@ -120,8 +120,8 @@ def ensure_model(bench: Bench, shared: Shared) -> Any:
 
 
 def bot_for(bench: Bench, model: Any, name: str) -> Any:
-    """Services composed as in production (ui.services) on a fresh data directory, with `model`."""
-    from ui.services import build_services
+    """Services composed as in production (ui.app) on a fresh data directory, with `model`."""
+    from ui.app import build_services
 
     services = build_services(bench.workspace(name), model=cast(ChatModel, model))
     if hasattr(services.bot.settings, "model_timeout_s"):

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ui.bench import Bench, Figure, fmt, results_payload
+from ui.bench.core import Bench, Figure, fmt, results_payload
 
 TITLES = {
     "machine": "Machine",

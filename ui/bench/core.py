@@ -9,10 +9,10 @@ ledger's compute seconds agree with an outside clock. Every figure is a named va
 (`results` in the JSON); targets are judged on the figures and written into a Markdown report with a
 plot. Benchmarks print figures; tests only check this plumbing.
 
-Sections live in ui/bench_decode.py (firstline vs llama-cpp-python vs native), ui/bench_native.py
-(llama-bench), ui/bench_limits.py (memory bandwidth, ceilings), ui/bench_model.py (shared model set-up,
-prompt caching, accounting), ui/bench_system.py (machine, ledger, reports, FAQ), ui/bench_server.py
-(concurrent sessions) and ui/bench_report.py (Markdown, JSON, plot).
+Sections live in ui/bench/decode.py (firstline vs llama-cpp-python vs native), ui/bench/native.py
+(llama-bench), ui/bench/limits.py (memory bandwidth, ceilings), ui/bench/harness.py (shared model set-up,
+prompt caching, accounting), ui/bench/system.py (machine, ledger, reports, FAQ), ui/bench/server.py
+(concurrent sessions) and ui/bench/report.py (Markdown, JSON, plot).
 """
 
 from __future__ import annotations
@@ -77,7 +77,7 @@ class BenchOptions:
     accounting_runs: int = 3  # plus two with a slow consumer in full runs
     llama_bench: Path | None = None
     # figures of the last GPU run (scripts/gpu_bench.py), quoted in the report as such
-    gpu_results: Path | None = Path(__file__).resolve().parent.parent / "docs" / "bench" / "gpu" / "gpu-bench.json"
+    gpu_results: Path | None = Path(__file__).resolve().parents[2] / "docs" / "bench" / "gpu" / "gpu-bench.json"
     threads: int | None = None  # llama.cpp threads for every section (default: the model settings')
     work_dir: Path | None = None
 
@@ -205,23 +205,23 @@ class Shared:
 
 
 def _section_functions() -> dict[str, SectionFn]:
-    from ui import bench_cache, bench_decode, bench_limits, bench_model, bench_server, bench_system
+    from ui.bench import cache, decode, harness, limits, server, system
 
     return {
-        "machine": bench_system.machine,
-        "decode": bench_decode.decode,
-        "limits": bench_limits.limits,
-        "cache": bench_cache.follow_up_cache,
-        "faq": bench_system.faq,
-        "ledger": bench_system.ledger,
-        "server": bench_server.concurrency,
-        "accounting": bench_model.accounting,
+        "machine": system.machine,
+        "decode": decode.decode,
+        "limits": limits.limits,
+        "cache": cache.follow_up_cache,
+        "faq": system.faq,
+        "ledger": system.ledger,
+        "server": server.concurrency,
+        "accounting": harness.accounting,
     }
 
 
 def run_bench(options: BenchOptions, progress: Callable[[str], None] | None = None) -> Bench:
     """Run the selected sections in order, judge the targets and write the report into options.out_dir."""
-    from ui import bench_report
+    from ui.bench import report
 
     bench = Bench(options, progress or (lambda _m: None))
     functions = _section_functions()
@@ -230,7 +230,7 @@ def run_bench(options: BenchOptions, progress: Callable[[str], None] | None = No
     with tempfile.TemporaryDirectory(prefix="firstline-bench-", dir=options.work_dir) as tmp:
         bench.work_dir = Path(tmp)
         bench.details["load_before"] = os.getloadavg()
-        from ui.bench_system import machine_info
+        from ui.bench.system import machine_info
 
         bench.details["machine"] = machine_info()
         for name in selected:
@@ -247,7 +247,7 @@ def run_bench(options: BenchOptions, progress: Callable[[str], None] | None = No
         bench.section = "targets"
         judge_targets(bench)
     bench.details["runtime_s"] = round(time.time() - bench.started, 1)
-    bench_report.write(bench)
+    report.write(bench)
     return bench
 
 

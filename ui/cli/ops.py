@@ -11,7 +11,7 @@ from pathlib import Path
 
 import click
 
-from ui.cli_common import data_dir_option, emit, fail, friendly_errors, json_option
+from ui.cli.common import data_dir_option, emit, fail, friendly_errors, json_option
 
 
 @click.command()

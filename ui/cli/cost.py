@@ -1,8 +1,8 @@
 """`firstline report` and `firstline cost ...`: cost reports, the planning calculator, projections, budgets.
 
-Registered on the main group at the end of ui/cli.py. Like ui/cli_bench.py this module does not import
+Registered on the main group at the end of ui/cli/main.py. Like ui/cli/benchmark.py this module does not import
 ui.cli (under `python -m ui.cli` that would load a second, half-initialised copy); the shared options and
-error translation come from ui/cli_common.py. Report rendering (table, CSV) is usage.rendering's, shared
+error translation come from ui/cli/common.py. Report rendering (table, CSV) is usage.rendering's, shared
 with the admin dashboard.
 """
 
@@ -18,7 +18,7 @@ from typing import Any
 
 import click
 
-from ui.cli_common import emit, fail, friendly_errors, json_option
+from ui.cli.common import emit, fail, friendly_errors, json_option
 from usage.pricing import PricingError, Profile
 from usage.profiles import ProfileBook
 from usage.rendering import report_csv, report_table
@@ -26,7 +26,7 @@ from usage.reports import GROUPS
 
 
 def _friendly_errors(func: Callable[..., Any]) -> Callable[..., Any]:
-    """ui.cli_common.friendly_errors, plus pricing and date errors."""
+    """ui.cli.common.friendly_errors, plus pricing and date errors."""
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:

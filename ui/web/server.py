@@ -18,10 +18,10 @@ import gradio as gr
 from fastapi import FastAPI, Form, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 
+from ui.app import Services
 from ui.auth import SESSION_COOKIE, AuthError, User
-from ui.customer import build_customer_app
-from ui.limits import ChatLimits
-from ui.services import Services
+from ui.web.customer import build_customer_app
+from ui.web.limits import ChatLimits
 
 CHAT_PATH = "/chat"
 STAFF_PATH = "/staff"
@@ -156,8 +156,8 @@ def build_app(services: Services, extra_mounts: list[Callable[[FastAPI, Services
         app, customer, path=CHAT_PATH, footer_links=[], ssr_mode=False, run_history=False, show_error=False
     )
     _register_apis(app, customer, CHAT_PATH)
-    from ui.admin import mount_admin
-    from ui.staff import mount_staff
+    from ui.web.admin import mount_admin
+    from ui.web.staff import mount_staff
 
     for mount in [mount_staff, mount_admin, *(extra_mounts or [])]:
         mount(app, services)

@@ -22,8 +22,8 @@ import time
 from typing import Any
 
 from models.types import ChatMessage
-from ui.bench import Bench, Shared, fmt, median, ratio
-from ui.bench_model import (
+from ui.bench.core import Bench, Shared, fmt, median, ratio
+from ui.bench.harness import (
     FOLLOW_UP_QUESTION,
     FOLLOW_UP_TURNS,
     OTHER_QUESTION,

@@ -19,8 +19,8 @@ from bot import prompts
 from bot.errors import BotError
 from bot.suggestions import SuggestionStore
 from bot.tickets import Ticket
+from ui.app import Services
 from ui.auth import SESSION_COOKIE, User
-from ui.services import Services
 
 CSS = ".msg{border-left:3px solid #ccc;padding:4px 8px;margin:6px 0}.msg-user{border-color:#f97316}"
 QUEUE_COLUMNS = ["ticket", "status", "reason", "waiting", "claimed by", "created (UTC)"]
@@ -282,7 +282,7 @@ def build_staff_app(services: Services) -> gr.Blocks:
 
 def mount_staff(app: FastAPI, services: Services) -> None:
     """Mount the staff console at /staff (staff or admin login required on every route)."""
-    from ui.server import STAFF_PATH, mount_protected
+    from ui.web.server import STAFF_PATH, mount_protected
 
     blocks = build_staff_app(services)
     blocks.queue(default_concurrency_limit=8)

@@ -17,7 +17,7 @@ from typing import Any
 
 import click
 
-from ui.cli_common import data_dir_option, emit, fail, friendly_errors, json_option
+from ui.cli.common import data_dir_option, emit, fail, friendly_errors, json_option
 
 
 @contextmanager
@@ -115,7 +115,7 @@ def eval_command(
     from bot import evaluation
     from bot.kb.demo import ensure_demo_kb
     from bot.kb.search import KnowledgeBase
-    from ui.services import build_services
+    from ui.app import build_services
 
     try:
         items = evaluation.load_questions(questions, limit)

@@ -23,7 +23,7 @@ from bot.conversations import new_conversation_id
 from bot.errors import BotError, InputError
 from bot.safety import sanitize_answer
 from bot.types import Delta, Reply, Source
-from ui.limits import ChatLimits
+from ui.web.limits import ChatLimits
 from usage.errors import StorageError
 
 log = logging.getLogger(__name__)

@@ -1,7 +1,7 @@
-"""`firstline bench`: the benchmark suite (see ui/bench.py); registered on the main command group.
+"""`firstline bench`: the benchmark suite (see ui/bench/core.py); registered on the main command group.
 
 This module does not import ui.cli: ui.cli imports it at its end, and under `python -m ui.cli` an import
-back into ui.cli would load a second, half-initialised copy. Shared error handling: ui/cli_common.py.
+back into ui.cli would load a second, half-initialised copy. Shared error handling: ui/cli/common.py.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import click
 
-from ui.cli_common import friendly_errors
+from ui.cli.common import friendly_errors
 
 
 @click.command()
@@ -84,7 +84,7 @@ def bench(
     as_json: bool,
 ) -> None:
     """The benchmark suite: speed against native llama.cpp and the hardware's limits; writes a report."""
-    from ui.bench import SECTIONS, BenchOptions, fmt, results_payload, run_bench
+    from ui.bench.core import SECTIONS, BenchOptions, fmt, results_payload, run_bench
 
     levels = None
     if sessions:

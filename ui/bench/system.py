@@ -19,9 +19,9 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from ui.bench import Bench, Shared, fmt, median, percentile
+from ui.bench.core import Bench, Shared, fmt, median, percentile
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 # -- machine ------------------------------------------------------------------------------------------
@@ -335,7 +335,7 @@ def faq_questions() -> list[tuple[str, Any]]:
 def faq(bench: Bench, shared: Shared) -> None:
     """Bot.handle_message on FAQ questions with the demo KB ingested: latency, compute, model calls."""
     from models.fake import ScriptedChatModel
-    from ui.services import build_services
+    from ui.app import build_services
 
     questions = faq_questions()
     try:

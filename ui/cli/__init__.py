@@ -1,0 +1,1 @@
+"""The `firstline` command line: `main` registers the command modules (chat, kb, cost, ops, benchmark)."""
