@@ -33,10 +33,12 @@ test: install system-deps
 test-fast: install
 	$(BIN)/python -m pytest -m "not real_model and not browser" $(PYTEST_ARGS)
 
+# ruff, formatting, types, and the import layers of pyproject.toml's [tool.importlinter] (import-linter)
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 format: install
 	$(BIN)/ruff check --fix .
@@ -60,4 +62,3 @@ clean:
 
 docs: install
 	$(BIN)/python -m ui.cli.docs
-	$(BIN)/python -m ui.cli_doc

@@ -19,7 +19,7 @@ from typing import cast
 from langchain_core.messages import AIMessage, BaseMessage, BaseMessageChunk, HumanMessage
 
 from bot import escalation, prompts
-from bot.conversations import ConversationStore, check_conversation_id
+from bot.conversation_store import ConversationStore, check_conversation_id
 from bot.errors import BotError, InputError
 from bot.kb.search import KnowledgeBase, KnowledgeSettings
 from bot.language import detect_language

@@ -4,7 +4,7 @@ Every question runs in a fresh conversation through `Bot.handle_message`, the sa
 routing, the ledger and the model are measured as customers meet them. Retrieval metrics instead call
 `KnowledgeBase.search(question, lang)` directly, so they do not depend on the route a question took
 (an FAQ or escalated answer may carry no sources at all). The arithmetic lives in pure functions
-(`source_matches`, `hit_at`, `escalation_scores`, `percentile`, `faq_tradeoff`, `summarize`) that
+(`source_matches`, `hit_at`, `escalation_scores`, `faq_tradeoff`, `summarize`) that
 the tests check on hand-made sets.
 
 Conventions: a question counts for hit@k only when it has `expected_source`; escalation precision is
@@ -17,7 +17,6 @@ a clarifying question (Reply.reason "clarify") nor a "don't know / no relevant i
 from __future__ import annotations
 
 import json
-import math
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -26,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from bot.types import Lang, Source
+from usage.stats import percentile
 
 NON_ANSWER_REASONS = frozenset({"clarify"})  # Reply.reason of replies that ask back instead of answering
 THRESHOLDS = (0.5, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95)
@@ -129,16 +129,6 @@ def escalation_scores(pairs: Iterable[tuple[bool, bool | None]]) -> tuple[float,
     return precision, recall
 
 
-def percentile(values: Sequence[float], q: float) -> float:
-    """The q-th percentile (0..100) by linear interpolation; 0.0 for no values."""
-    if not values:
-        return 0.0
-    ordered = sorted(values)
-    pos = (len(ordered) - 1) * q / 100.0
-    lo, hi = math.floor(pos), math.ceil(pos)
-    return ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)
-
-
 def rate(flags: Iterable[bool | None]) -> float | None:
     """Share of True among the non-None flags; None when there are none."""
     known = [f for f in flags if f is not None]
@@ -187,7 +177,7 @@ def summarize(results: Sequence[QuestionResult], currency: str = "EUR") -> dict[
         "faq_rate": sum(r.route == "faq" and r.reason not in NON_ANSWER_REASONS for r in results) / n if n else 0.0,
         "clarify_rate": sum(r.reason in NON_ANSWER_REASONS for r in results) / n if n else 0.0,
         "mean_compute_s": sum(r.compute_s for r in results) / n if n else 0.0,
-        "p95_latency_s": percentile([r.latency_s for r in results], 95),
+        "p95_latency_s": percentile([r.latency_s for r in results], 95) or 0.0,
         "cost_per_question": float(round(cost, 6)),
         "currency": currency,
     }
@@ -221,7 +211,7 @@ def faq_verdict(
 
 def run(services: Any, kb: Any, questions: Sequence[Question], *, top: int = 3) -> list[QuestionResult]:
     """Ask every question in a fresh conversation; retrieval is scored with kb.search directly."""
-    from bot.conversations import new_conversation_id
+    from bot.conversation_store import new_conversation_id
 
     categories = kb.categories()
     results = []

@@ -29,7 +29,7 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlite_utils import Database
 
-from bot.conversations import ConversationStore
+from bot.conversation_store import ConversationStore
 from bot.tickets import TicketStore
 from usage.db import Store
 from usage.ledger import iso, utcnow

@@ -19,7 +19,7 @@ from typing import Any
 from sqlite_utils import Database
 from sqlite_utils.migrations import Migrations
 
-from bot.conversations import ConversationStore
+from bot.conversation_store import ConversationStore
 from bot.errors import BotError
 from bot.types import Message, Source
 from usage.db import Store

@@ -1,9 +1,9 @@
 """A lean GPU benchmark for machines that cannot install the whole product (no internet, small uploads).
 
-It needs only `models/`, `usage/pricing.py` and the stdlib-only `ui/bench/core.py` and `ui/bench/native.py`
-from this repository, llama-cpp-python (a CUDA build, or a CPU-only one for comparison), pydantic-settings,
-numpy, the model file and, optionally, a `llama-bench`
-built from the same llama.cpp source. It replays the exact prompts firstline's bot sends to the model,
+It needs only `models/`, `usage/pricing.py` and the stdlib-only `ui/bench/core.py`, `ui/bench/native.py` and
+`usage/stats.py` from this repository, llama-cpp-python (a CUDA build, or a CPU-only one for comparison),
+pydantic-settings, numpy, the model file and, optionally, a `llama-bench` built from the same llama.cpp
+source. It replays the exact prompts firstline's bot sends to the model,
 captured on a machine that has the whole product (`capture`), so the GPU runs the same requests:
 
     # where the product is installed (records the prompts of every model-answered dev-set question)
@@ -35,7 +35,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from ui.bench.core import median, percentile, ratio  # noqa: E402  (ui.bench and ui.bench.native need only the stdlib)
+from ui.bench.core import median, ratio  # noqa: E402  (ui.bench.core, ui.bench.native, usage.stats: stdlib only)
+from usage.stats import percentile  # noqa: E402
 
 # usage.planning.DEFAULT_SECONDS_PER_REQUEST, the default pricing example's compute seconds per request
 # (not imported: usage.planning needs sqlite-utils, which the lean GPU run does not carry)

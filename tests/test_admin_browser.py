@@ -103,7 +103,7 @@ def test_admin_handlers_recheck_the_role_from_the_cookie(data_dir: Path) -> None
     import gradio as gr
     from starlette.requests import Request
 
-    from ui.web.admin import admin_user
+    from ui.web.access import require_role
 
     seed(data_dir)
     users = UserStore(data_dir / "firstline.db")
@@ -120,12 +120,12 @@ def test_admin_handlers_recheck_the_role_from_the_cookie(data_dir: Path) -> None
 
     admin_token = users.login(ADMIN, PASSWORD, "test")
     staff_token = users.login(STAFF, PASSWORD, "test")
-    assert admin_user(services, gr_request(admin_token)).name == ADMIN
+    assert require_role(services, gr_request(admin_token), "admin").name == ADMIN
     for token in (staff_token, "forged", None):
         with pytest.raises(gr.Error):
-            admin_user(services, gr_request(token))
+            require_role(services, gr_request(token), "admin")
     with pytest.raises(gr.Error):
-        admin_user(services, None)
+        require_role(services, None, "admin")
     users.close()
 
 

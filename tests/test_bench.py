@@ -13,9 +13,10 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from ui.bench.core import Bench, BenchOptions, decode_rate, judge_targets, median, percentile, ratio, results_payload
+from ui.bench.core import Bench, BenchOptions, decode_rate, judge_targets, median, ratio, results_payload
 from ui.bench.limits import bytes_per_token, gguf_tensor_bytes
 from ui.bench.native import parse_llama_bench, pick, tokens_per_s
+from usage.stats import percentile
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from bot.conversation import Bot
-from bot.conversations import ConversationStore
+from bot.conversation_store import ConversationStore
 from bot.errors import ConversationError, InputError
 from bot.language import detect_language
 from bot.types import Delta, Reply

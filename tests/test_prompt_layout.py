@@ -14,7 +14,7 @@ import pytest
 
 from bot import prompts
 from bot.conversation import Bot
-from bot.conversations import ConversationStore
+from bot.conversation_store import ConversationStore
 from bot.kb.demo import ensure_demo_kb
 from bot.kb.search import KnowledgeBase
 from models.fake import ScriptedChatModel

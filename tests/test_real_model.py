@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from bot.conversation import Bot
-from bot.conversations import ConversationStore
+from bot.conversation_store import ConversationStore
 from models.types import ChatMessage, Generation
 from usage.ledger import Ledger
 

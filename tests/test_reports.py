@@ -29,7 +29,8 @@ from usage.pricing import (
 )
 from usage.profiles import Assumptions, pricing_path
 from usage.provisioning import ProvisioningRecorder
-from usage.reports import build_report, outcomes, percentile, period_spend, prepare, synthetic_ledger
+from usage.reports import build_report, outcomes, period_spend, prepare, synthetic_ledger
+from usage.stats import percentile
 
 ROOT = Path(__file__).resolve().parent.parent
 T0 = datetime(2025, 3, 1, tzinfo=UTC)
@@ -195,9 +196,9 @@ def test_repricing_under_instance_hours_and_on_premises(data_dir: Path) -> None:
 
 
 def test_percentiles_are_nearest_rank_and_sampled_for_big_periods(data_dir: Path) -> None:
-    assert percentile([1.0, 2.0, 3.0, 4.0], 0.5) == 2.0
-    assert percentile([float(i) for i in range(1, 21)], 0.95) == 19.0
-    assert percentile([], 0.5) is None
+    assert percentile([1.0, 2.0, 3.0, 4.0], 50, nearest=True) == 2.0
+    assert percentile([float(i) for i in range(1, 21)], 95, nearest=True) == 19.0
+    assert percentile([], 50, nearest=True) is None
     db = data_dir / "firstline.db"
     rows = [("model", "completed", at(0, 0, i), 0.1, float(i), float(i + 1), "m", "CPU") for i in range(20)]
     make_ledger(db, rows)
@@ -241,7 +242,7 @@ def test_outcomes_degrade_gracefully_without_conversation_tables(data_dir: Path)
 
 
 def test_deflection_staff_time_and_savings_from_conversations_and_tickets(data_dir: Path) -> None:
-    from bot.conversations import ConversationStore
+    from bot.conversation_store import ConversationStore
     from bot.tickets import migrations as ticket_migrations
 
     db = data_dir / "firstline.db"

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from bot.conversations import ConversationStore
+from bot.conversation_store import ConversationStore
 from bot.tickets import TicketError, TicketStore
 from bot.types import Message, Source
 

@@ -1,1 +1,1 @@
-"""Gradio apps (customer chat, staff console, admin dashboard), the server entry point and the CLI."""
+"""The three programs (web app, command line, benchmark suite) around one composition root, ui/app.py."""

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bot.conversation import Bot
-from bot.conversations import ConversationStore
+from bot.conversation_store import ConversationStore
 from bot.embeddings import load_embedder
 from bot.kb.demo import ensure_demo_kb
 from bot.kb.search import KnowledgeBase, KnowledgeSettings

@@ -54,6 +54,7 @@ from usage.pricing import (
 )
 from usage.profiles import Assumptions
 from usage.provisioning import Provisioned, has_table, provisioned_seconds
+from usage.stats import percentile
 
 log = logging.getLogger(__name__)
 index_migrations = Migrations("firstline.reports")
@@ -473,22 +474,18 @@ def _percentiles(
             queue[_TOTAL].append(qw)
     out: dict[str, dict[str, float | None]] = {}
     for key in set(latency) | set(queue):
-        lat_v, qw_v = sorted(latency.get(key, [])), sorted(queue.get(key, []))
+        lat_v, qw_v = latency.get(key, []), queue.get(key, [])
         out[key] = {
-            "latency_p50_s": percentile(lat_v, 0.50),
-            "latency_p95_s": percentile(lat_v, 0.95),
-            "queue_wait_p50_s": percentile(qw_v, 0.50),
-            "queue_wait_p95_s": percentile(qw_v, 0.95),
+            "latency_p50_s": _rounded(percentile(lat_v, 50, nearest=True)),
+            "latency_p95_s": _rounded(percentile(lat_v, 95, nearest=True)),
+            "queue_wait_p50_s": _rounded(percentile(qw_v, 50, nearest=True)),
+            "queue_wait_p95_s": _rounded(percentile(qw_v, 95, nearest=True)),
         }
     return out
 
 
-def percentile(ordered: list[float], p: float) -> float | None:
-    """Nearest-rank percentile of sorted values (None when empty)."""
-    if not ordered:
-        return None
-    rank = max(1, math.ceil(p * len(ordered)))
-    return round(ordered[rank - 1], 6)
+def _rounded(value: float | None) -> float | None:
+    return None if value is None else round(value, 6)
 
 
 def _total(rows: list[Row], spread: dict[str, float | None], cost_micros: int, key: str = "total") -> Row:

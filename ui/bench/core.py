@@ -9,22 +9,25 @@ ledger's compute seconds agree with an outside clock. Every figure is a named va
 (`results` in the JSON); targets are judged on the figures and written into a Markdown report with a
 plot. Benchmarks print figures; tests only check this plumbing.
 
-Sections live in ui/bench/decode.py (firstline vs llama-cpp-python vs native), ui/bench/native.py
-(llama-bench), ui/bench/limits.py (memory bandwidth, ceilings), ui/bench/harness.py (shared model set-up,
-prompt caching, accounting), ui/bench/system.py (machine, ledger, reports, FAQ), ui/bench/server.py
-(concurrent sessions) and ui/bench/report.py (Markdown, JSON, plot).
+This module is the suite's core: figures, targets and statistics, with nothing but the standard library
+(scripts/gpu_bench.py runs it on machines without the product). ui/bench/runner.py runs the sections in
+order: decode.py (firstline vs llama-cpp-python vs native), limits.py (memory bandwidth, ceilings),
+cache.py (prompt caching of follow-up turns), system.py (machine, FAQ, ledger, reports), server.py
+(concurrent sessions through the running server) and accounting.py (ledger vs an outside clock), then
+report.py writes the Markdown, JSON and plot. The model sections share harness.py; native.py runs
+llama-bench.
 """
 
 from __future__ import annotations
 
 import math
-import os
-import tempfile
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+from usage.stats import percentile
 
 SECTIONS = ("machine", "decode", "limits", "cache", "faq", "ledger", "server", "accounting")
 
@@ -148,20 +151,8 @@ class Bench:
 
 
 # -- statistics ----------------------------------------------------------------------------------------
-def percentile(values: Sequence[float | None], q: float) -> float | None:
-    """The q-th percentile (0..100) with linear interpolation; None for no values."""
-    data = sorted(v for v in values if v is not None and not math.isnan(v))
-    if not data:
-        return None
-    if len(data) == 1:
-        return data[0]
-    pos = (len(data) - 1) * q / 100.0
-    lo = math.floor(pos)
-    hi = min(lo + 1, len(data) - 1)
-    return data[lo] + (data[hi] - data[lo]) * (pos - lo)
-
-
 def median(values: Sequence[float | None]) -> float | None:
+    """The 50th percentile (usage.stats.percentile, linearly interpolated); None for no values."""
     return percentile(values, 50)
 
 
@@ -190,10 +181,7 @@ def fmt(value: float | None, digits: int = 2) -> str:
     return f"{value:.{digits}f}"
 
 
-# -- running ---------------------------------------------------------------------------------------------
-SectionFn = Callable[[Bench, "Shared"], None]
-
-
+# -- what sections share, targets, the JSON document ----------------------------------------------------
 @dataclass
 class Shared:
     """Things sections share: the loaded model (once per run) and what earlier sections measured."""
@@ -202,53 +190,6 @@ class Shared:
     plain: Any = None
     prompt_tokens: int | None = None
     messages: list[Any] = field(default_factory=list)
-
-
-def _section_functions() -> dict[str, SectionFn]:
-    from ui.bench import cache, decode, harness, limits, server, system
-
-    return {
-        "machine": system.machine,
-        "decode": decode.decode,
-        "limits": limits.limits,
-        "cache": cache.follow_up_cache,
-        "faq": system.faq,
-        "ledger": system.ledger,
-        "server": server.concurrency,
-        "accounting": harness.accounting,
-    }
-
-
-def run_bench(options: BenchOptions, progress: Callable[[str], None] | None = None) -> Bench:
-    """Run the selected sections in order, judge the targets and write the report into options.out_dir."""
-    from ui.bench import report
-
-    bench = Bench(options, progress or (lambda _m: None))
-    functions = _section_functions()
-    shared = Shared()
-    selected = [s for s in SECTIONS if s in options.sections]
-    with tempfile.TemporaryDirectory(prefix="firstline-bench-", dir=options.work_dir) as tmp:
-        bench.work_dir = Path(tmp)
-        bench.details["load_before"] = os.getloadavg()
-        from ui.bench.system import machine_info
-
-        bench.details["machine"] = machine_info()
-        for name in selected:
-            bench.section = name
-            bench.progress(f"[{name}] ...")
-            t0 = time.perf_counter()
-            try:
-                functions[name](bench, shared)
-            except Exception as exc:  # one broken section must not lose the others' figures
-                bench.note(f"**section failed**: {type(exc).__name__}: {exc}")
-                bench.progress(f"[{name}] failed: {type(exc).__name__}: {exc}")
-            bench.details.setdefault("section_seconds", {})[name] = round(time.perf_counter() - t0, 1)
-        bench.details["load_after"] = os.getloadavg()
-        bench.section = "targets"
-        judge_targets(bench)
-    bench.details["runtime_s"] = round(time.time() - bench.started, 1)
-    report.write(bench)
-    return bench
 
 
 def _meets(value: float | None, predicate: Callable[[float], bool]) -> bool | None:

@@ -20,7 +20,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from ui.bench.core import Bench, Shared, fmt, percentile, ratio
+from ui.bench.core import Bench, Shared, fmt, ratio
+from usage.stats import percentile
 
 QUESTIONS = (
     "Explain in detail how I can make my home Wi-Fi faster and more reliable.",

@@ -19,7 +19,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from ui.bench.core import Bench, Shared, fmt, median, percentile
+from ui.bench.core import Bench, Shared, fmt, median
+from usage.stats import percentile
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -1,8 +1,4 @@
-"""`firstline bench`: the benchmark suite (see ui/bench/core.py); registered on the main command group.
-
-This module does not import ui.cli: ui.cli imports it at its end, and under `python -m ui.cli` an import
-back into ui.cli would load a second, half-initialised copy. Shared error handling: ui/cli/common.py.
-"""
+"""`firstline bench`: the benchmark suite (ui/bench/; the runner composes the sections)."""
 
 from __future__ import annotations
 
@@ -11,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from ui.bench.core import SECTIONS, BenchOptions, fmt, results_payload
 from ui.cli.common import friendly_errors
 
 
@@ -28,7 +25,7 @@ from ui.cli.common import friendly_errors
     "--only",
     "only",
     multiple=True,
-    type=click.Choice(["machine", "decode", "limits", "cache", "faq", "ledger", "server", "accounting"]),
+    type=click.Choice(SECTIONS),
     help="Run only these sections (repeatable). Default: all.",
 )
 @click.option("--reps", type=click.IntRange(1, 50), default=None, help="Repetitions per timing (median).")
@@ -84,7 +81,7 @@ def bench(
     as_json: bool,
 ) -> None:
     """The benchmark suite: speed against native llama.cpp and the hardware's limits; writes a report."""
-    from ui.bench.core import SECTIONS, BenchOptions, fmt, results_payload, run_bench
+    from ui.bench.runner import run_bench
 
     levels = None
     if sessions:

@@ -1,9 +1,7 @@
 """`firstline report` and `firstline cost ...`: cost reports, the planning calculator, projections, budgets.
 
-Registered on the main group at the end of ui/cli/main.py. Like ui/cli/benchmark.py this module does not import
-ui.cli (under `python -m ui.cli` that would load a second, half-initialised copy); the shared options and
-error translation come from ui/cli/common.py. Report rendering (table, CSV) is usage.rendering's, shared
-with the admin dashboard.
+The shared options and error translation come from ui/cli/common.py; report rendering (table, CSV) is
+usage.rendering's, shared with the admin dashboard.
 """
 
 from __future__ import annotations
@@ -278,7 +276,7 @@ def budget(data_dir: Path | None, as_json: bool) -> None:
 @_friendly_errors
 def benchmark_reports(rows: int, keep: Path | None, as_json: bool) -> None:
     """Time `report` over a synthetic ledger (with conversations) of N rows; prints seconds per grouping."""
-    from bot.conversations import ConversationStore
+    from bot.conversation_store import ConversationStore
     from usage.pricing import DEFAULT_PROFILE
     from usage.reports import benchmark, prepare, synthetic_ledger
 

@@ -1,10 +1,16 @@
-"""Generates docs/settings.md from the settings classes, so the documented variables never drift."""
+"""Generates docs/settings.md (from the settings classes) and docs/cli.md (from every `--help`), so they never drift.
+
+`make docs` runs `python -m ui.cli.docs`; tests/test_docs.py fails when either file is stale.
+"""
 
 from __future__ import annotations
 
 import importlib
 from pathlib import Path
 from typing import Any
+
+import click
+from click.testing import CliRunner
 
 SETTINGS = [
     ("models.settings", "ModelSettings"),
@@ -14,7 +20,10 @@ SETTINGS = [
     ("ui.settings", "ServerSettings"),
     ("usage.profiles", "PricingSettings"),
 ]
-DOC = Path(__file__).resolve().parents[2] / "docs" / "settings.md"
+DOCS = Path(__file__).resolve().parents[2] / "docs"
+SETTINGS_DOC = DOCS / "settings.md"
+CLI_DOC = DOCS / "cli.md"
+WIDTH = 100  # help text wrapped as on a 100-column terminal, whatever terminal runs `make docs`
 
 
 def _default(field: Any) -> str:
@@ -30,7 +39,7 @@ def _default(field: Any) -> str:
     return "(none)" if value is None else f"`{value}`"
 
 
-def render() -> str:
+def settings_markdown() -> str:
     """The Markdown text of docs/settings.md."""
     lines = [
         "# Settings",
@@ -51,9 +60,45 @@ def render() -> str:
     return "\n".join(lines)
 
 
+def commands(group: click.Command, path: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+    """Every command path under `group`, depth first in name order: (), ('ask',), ('kb',), ('kb', 'ingest'), ..."""
+    out = [path]
+    if isinstance(group, click.Group):
+        for name in sorted(group.commands):
+            out += commands(group.commands[name], (*path, name))
+    return out
+
+
+def help_text(main: click.Command, path: tuple[str, ...]) -> str:
+    """What `firstline PATH --help` prints."""
+    result = CliRunner().invoke(main, [*path, "--help"], prog_name="firstline", terminal_width=WIDTH)
+    if result.exit_code != 0:
+        raise RuntimeError(f"firstline {' '.join(path)} --help failed: {result.output}")
+    return result.output
+
+
+def cli_markdown() -> str:
+    """The Markdown text of docs/cli.md."""
+    from ui.cli.main import main
+
+    lines = [
+        "# Command line",
+        "",
+        "Generated from the code by `make docs`; do not edit by hand. The stable names and JSON keys are",
+        "listed in the README (Operations); this page is what `firstline --help` and every",
+        "`firstline COMMAND --help` print.",
+        "",
+    ]
+    for path in commands(main):
+        title = " ".join(("firstline", *path))
+        lines += [f"## `{title}`", "", "```text", help_text(main, path).rstrip("\n"), "```", ""]
+    return "\n".join(lines)
+
+
 def main() -> None:
-    DOC.write_text(render(), encoding="utf-8")
-    print(f"wrote {DOC}")
+    for path, text in ((SETTINGS_DOC, settings_markdown()), (CLI_DOC, cli_markdown())):
+        path.write_text(text, encoding="utf-8")
+        print(f"wrote {path}")
 
 
 if __name__ == "__main__":

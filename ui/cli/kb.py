@@ -1,10 +1,4 @@
-"""`firstline kb ingest|search` and `firstline eval`: the knowledge base and the evaluation harness.
-
-ui.cli imports this module at its end, so this module does not import ui.cli at import time (under
-`python -m ui.cli`, or when this module is imported first, that would load a half-initialised copy).
-The shared helpers (friendly_errors, emit, fail) are looked up when a command runs; the two options are
-declared here exactly as ui.cli declares them.
-"""
+"""`firstline kb ingest|search` and `firstline eval`: the knowledge base and the evaluation harness."""
 
 from __future__ import annotations
 

@@ -1,12 +1,8 @@
-"""Operations commands: `firstline housekeeping` (data retention).
-
-ui.cli imports this module at its end, so this module does not import ui.cli at import time (under
-`python -m ui.cli` that would load a second, half-initialised copy); ui.cli's helpers are looked up when
-the command runs.
-"""
+"""Operations commands: `firstline users` (staff and admin logins) and `firstline housekeeping` (retention)."""
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import click
@@ -49,3 +45,34 @@ def housekeeping(older_than_days: float | None, dry_run: bool, data_dir: Path | 
         f"{report.kept_active} old conversation(s) kept because a ticket is still open; "
         f"{report.sessions} expired staff session(s) removed."
     )
+
+
+@click.group()
+def users() -> None:
+    """Staff and admin logins."""
+
+
+@users.command("add")
+@click.argument("name")
+@click.option("--role", type=click.Choice(["staff", "admin"]), required=True, help="staff or admin.")
+@click.option("--password-stdin", is_flag=True, help="Read the password from standard input (first line).")
+@data_dir_option
+@friendly_errors
+def users_add(name: str, role: str, password_stdin: bool, data_dir: Path | None) -> None:
+    """Create a login (password from --password-stdin, else prompted twice)."""
+    from bot.settings import BotSettings
+    from ui.auth import AuthError, UserStore
+
+    if password_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    else:
+        password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
+    settings = BotSettings() if data_dir is None else BotSettings(data_dir=data_dir)
+    store = UserStore(settings.database_path)
+    try:
+        store.add_user(name, role, password)
+    except AuthError as exc:
+        fail(str(exc), 2)
+    finally:
+        store.close()
+    click.echo(f"created {role} login {name!r}", err=True)

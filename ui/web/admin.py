@@ -25,7 +25,7 @@ import pandas as pd
 from fastapi import FastAPI
 
 from ui.app import Services
-from ui.auth import User
+from ui.web.access import ADMIN_PATH, mount_protected, require_role
 from usage.budgets import BudgetGuard
 from usage.ledger import utcnow
 from usage.planning import estimate, project
@@ -46,17 +46,6 @@ from usage.reports import (
 log = logging.getLogger(__name__)
 _EXPORTS = Path(tempfile.gettempdir()) / "firstline-admin"
 LATENCY_LABELS = latency_labels()
-
-
-def admin_user(services: Services, request: gr.Request | None) -> User:
-    """The logged-in admin, from the session cookie checked on the server; raises gr.Error otherwise."""
-    from ui.web.server import request_user
-
-    raw = getattr(request, "request", None)
-    user = request_user(services, raw) if raw is not None else None
-    if user is None or not user.can("admin"):
-        raise gr.Error("Admins only: log in again with an admin account.")
-    return user
 
 
 class Dashboard:
@@ -327,7 +316,7 @@ def build_admin_app(services: Services) -> gr.Blocks:
                 model = gr.Markdown(elem_id="model-status")
 
         def do_refresh(s: str, u: str, g: str, p: str, request: gr.Request) -> tuple[Any, ...]:
-            admin_user(services, request)
+            require_role(services, request, "admin")
             try:
                 report, current = dash.report(s, u, g, p)
             except (ValueError, PricingError) as exc:
@@ -358,20 +347,20 @@ def build_admin_app(services: Services) -> gr.Blocks:
         demo.load(do_refresh, [since, until, by, profile], outputs)
 
         def load_pricing(request: gr.Request) -> str:
-            admin_user(services, request)
+            require_role(services, request, "admin")
             return dumps(dash.book())
 
         demo.load(load_pricing, None, [toml])
 
         def do_project(n: float, request: gr.Request) -> dict[str, Any]:
-            admin_user(services, request)
+            require_role(services, request, "admin")
             return project(dash.db_path, dash.book(), days=int(n)).as_dict()
 
         project_btn.click(do_project, [days], [projection])
 
         def do_estimate(*values_and_request: Any) -> dict[str, Any]:
             *values, request = values_and_request
-            admin_user(services, request)
+            require_role(services, request, "admin")
             try:
                 return estimate(*[Decimal(str(v).strip()) for v in values]).as_dict()
             except Exception as exc:
@@ -380,7 +369,7 @@ def build_admin_app(services: Services) -> gr.Blocks:
         calc.click(do_estimate, [rph, spr, pps, ppr, hpd, dpy], [calc_out])
 
         def do_save(text: str, request: gr.Request) -> tuple[str, str, Any]:
-            user = admin_user(services, request)
+            user = require_role(services, request, "admin")
             try:
                 new_book = save_pricing(dash, text)
             except (PricingError, ValueError) as exc:
@@ -398,8 +387,6 @@ def build_admin_app(services: Services) -> gr.Blocks:
 
 def mount_admin(app: FastAPI, services: Services) -> None:
     """Mount the admin dashboard at /admin (admins only, checked on every request)."""
-    from ui.web.server import ADMIN_PATH, mount_protected
-
     blocks = build_admin_app(services)
     blocks.queue(default_concurrency_limit=2)
     mount_protected(app, services, blocks, ADMIN_PATH, "admin")

@@ -19,7 +19,7 @@ import gradio as gr
 
 from bot import prompts
 from bot.conversation import Bot
-from bot.conversations import new_conversation_id
+from bot.conversation_store import new_conversation_id
 from bot.errors import BotError, InputError
 from bot.safety import sanitize_answer
 from bot.types import Delta, Reply, Source

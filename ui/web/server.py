@@ -2,10 +2,9 @@
 
 The customer chat is mounted at /chat (mounting a Gradio app at "/" breaks other mounts, gradio#8428);
 "/" redirects there. The staff console (/staff) and the admin dashboard (/admin) need a login. FastAPI
-route dependencies do not protect a mounted Gradio app (gradio#7005), so protection is twofold: a
-middleware refuses every request under those prefixes without a session of the right role (pages
-redirect to /login, everything else gets 401), and Gradio's own `auth_dependency` checks the same
-session on its routes.
+route dependencies do not protect a mounted Gradio app (gradio#7005), so a middleware refuses every
+request under those prefixes without a session of the right role (pages redirect to /login, everything
+else gets 401); the apps add their own checks (see ui/web/access.py).
 """
 
 from __future__ import annotations
@@ -19,14 +18,21 @@ from fastapi import FastAPI, Form, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 
 from ui.app import Services
-from ui.auth import SESSION_COOKIE, AuthError, User
+from ui.auth import SESSION_COOKIE, AuthError
+from ui.web.access import (
+    ADMIN_PATH,
+    CHAT_PATH,
+    PROTECTED,
+    STAFF_PATH,
+    allowed,
+    register_apis,
+    request_user,
+)
+from ui.web.admin import mount_admin
 from ui.web.customer import build_customer_app
 from ui.web.limits import ChatLimits
+from ui.web.staff import mount_staff
 
-CHAT_PATH = "/chat"
-STAFF_PATH = "/staff"
-ADMIN_PATH = "/admin"
-PROTECTED = {STAFF_PATH: "staff", ADMIN_PATH: "admin"}
 # Gradio routes the customer chat does not need and an anonymous caller must not use: file uploads (the
 # chat has no file input; unbounded uploads fill the disk), fetching remote URLs through the server
 # (`file=https://...` makes the server an open proxy), and the run-history / deep-link features (they keep
@@ -57,15 +63,10 @@ def safe_next(target: str | None) -> str:
     return STAFF_PATH + "/"
 
 
-def request_user(services: Services, request: Request) -> User | None:
-    """The logged-in user of a request (from the session cookie, checked on the server)."""
-    return services.users.session_user(request.cookies.get(SESSION_COOKIE))
-
-
 def build_app(services: Services, extra_mounts: list[Callable[[FastAPI, Services], None]] | None = None) -> FastAPI:
     """The FastAPI application serving every firstline page."""
     app = FastAPI(title="firstline", docs_url=None, redoc_url=None, openapi_url=None)
-    app.state.public_apis = {}  # mount path -> public api names (see _register_apis)
+    app.state.public_apis = {}  # mount path -> public api names (see access.register_apis)
     settings = services.server_settings
 
     @app.middleware("http")
@@ -79,7 +80,7 @@ def build_app(services: Services, extra_mounts: list[Callable[[FastAPI, Services
         mount, _, rest = path[1:].partition("/")
         rest_call = _REST.match("/" + rest)
         if rest_call and rest_call.group(1) not in app.state.public_apis.get("/" + mount, set()):
-            if "/" + mount in PROTECTED and not _allowed(services, request, PROTECTED["/" + mount]):
+            if "/" + mount in PROTECTED and not allowed(services, request, PROTECTED["/" + mount]):
                 return JSONResponse({"error": "login required"}, status_code=401)
             return JSONResponse({"error": "no such API endpoint"}, status_code=404)
         staff_area = path == "/login" or path == "/logout"
@@ -155,46 +156,10 @@ def build_app(services: Services, extra_mounts: list[Callable[[FastAPI, Services
     gr.mount_gradio_app(
         app, customer, path=CHAT_PATH, footer_links=[], ssr_mode=False, run_history=False, show_error=False
     )
-    _register_apis(app, customer, CHAT_PATH)
-    from ui.web.admin import mount_admin
-    from ui.web.staff import mount_staff
-
+    register_apis(app, customer, CHAT_PATH)
     for mount in [mount_staff, mount_admin, *(extra_mounts or [])]:
         mount(app, services)
     return app
-
-
-def mount_protected(
-    app: FastAPI, services: Services, blocks: gr.Blocks, path: str, role: str, css: str | None = None
-) -> None:
-    """Mount a Gradio app that only users with `role` (or admins) may use, on every route."""
-
-    def dependency(request: Request) -> str | None:
-        user = request_user(services, request)
-        return user.name if user is not None and user.can(role) else None
-
-    gr.mount_gradio_app(
-        app,
-        blocks,
-        path=path,
-        auth_dependency=dependency,
-        footer_links=[],
-        ssr_mode=False,
-        run_history=False,
-        css=css,
-    )
-    _register_apis(app, blocks, path)
-
-
-def _register_apis(app: FastAPI, blocks: gr.Blocks, path: str) -> None:
-    names = {fn.api_name for fn in blocks.fns.values() if fn.api_visibility == "public" and fn.api_name}
-    if hasattr(app.state, "public_apis"):
-        app.state.public_apis[path] = {str(n) for n in names}
-
-
-def _allowed(services: Services, request: Request, role: str) -> bool:
-    user = request_user(services, request)
-    return user is not None and user.can(role)
 
 
 def serve(services: Services) -> None:

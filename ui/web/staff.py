@@ -20,21 +20,12 @@ from bot.errors import BotError
 from bot.suggestions import SuggestionStore
 from bot.tickets import Ticket
 from ui.app import Services
-from ui.auth import SESSION_COOKIE, User
+from ui.auth import User
+from ui.web.access import STAFF_PATH, mount_protected, require_role
 
 CSS = ".msg{border-left:3px solid #ccc;padding:4px 8px;margin:6px 0}.msg-user{border-color:#f97316}"
 QUEUE_COLUMNS = ["ticket", "status", "reason", "waiting", "claimed by", "created (UTC)"]
 PanelOutputs = tuple[Any, ...]
-
-
-def current_user(services: Services, request: gr.Request | None, role: str = "staff") -> User:
-    """The logged-in user with `role`, from the session cookie; raises gr.Error otherwise."""
-    raw = getattr(request, "request", None)
-    token = raw.cookies.get(SESSION_COOKIE) if raw is not None else None
-    user = services.users.session_user(token)
-    if user is None or not user.can(role):
-        raise gr.Error("Not logged in (or your session expired). Please log in again.")
-    return user
 
 
 def queue_frame(services: Services, view: str, user: User) -> pd.DataFrame:
@@ -171,17 +162,17 @@ def build_staff_app(services: Services) -> gr.Blocks:
             )
 
         def refresh_queue(v: str, request: gr.Request) -> tuple[Any, Any, Any]:
-            user = current_user(services, request)
+            user = require_role(services, request, "staff")
             frame = queue_frame(services, v, user)
             return counts_markdown(services, user), frame, gr.update(choices=list(frame["ticket"]))
 
         def open_ticket(tid: str | None, request: gr.Request) -> PanelOutputs:
-            current_user(services, request)
+            require_role(services, request, "staff")
             return load_panel(tid)
 
         def act(action: str) -> Any:
             def handler(tid: str | None, text: str, request: gr.Request) -> tuple[Any, ...]:
-                user = current_user(services, request)
+                user = require_role(services, request, "staff")
                 if not tid:
                     return (*load_panel(None, "Choose a ticket first."), gr.skip())
                 clear: Any = gr.skip()
@@ -207,13 +198,13 @@ def build_staff_app(services: Services) -> gr.Blocks:
             return handler
 
         def make_draft(tid: str | None, request: gr.Request) -> str:
-            current_user(services, request)
+            require_role(services, request, "staff")
             if not tid:
                 return ""
             return draft_reply(services, services.tickets.get(tid))
 
         def propose(tid: str | None, q: str, a: str, lang: str, request: gr.Request) -> str:
-            user = current_user(services, request)
+            user = require_role(services, request, "staff")
             try:
                 sid = suggestions.propose(q, a, lang, user.name, ticket_id=tid or None)
             except BotError as exc:
@@ -221,13 +212,13 @@ def build_staff_app(services: Services) -> gr.Blocks:
             return f"Suggestion #{sid} saved; it goes live after review (tab 'FAQ suggestions to review')."
 
         def list_pending(request: gr.Request) -> pd.DataFrame:
-            current_user(services, request)
+            require_role(services, request, "staff")
             rows = [[r["id"], r["question"], r["answer"], r["lang"], r["proposed_by"]] for r in suggestions.pending()]
             return pd.DataFrame(rows, columns=["id", "question", "answer", "lang", "by"])
 
         def review(approve: bool) -> Any:
             def handler(sid: float | None, request: gr.Request) -> tuple[str, pd.DataFrame]:
-                user = current_user(services, request)
+                user = require_role(services, request, "staff")
                 try:
                     if sid is None:
                         raise BotError("enter a suggestion id")
@@ -282,8 +273,6 @@ def build_staff_app(services: Services) -> gr.Blocks:
 
 def mount_staff(app: FastAPI, services: Services) -> None:
     """Mount the staff console at /staff (staff or admin login required on every route)."""
-    from ui.web.server import STAFF_PATH, mount_protected
-
     blocks = build_staff_app(services)
     blocks.queue(default_concurrency_limit=8)
     mount_protected(app, services, blocks, STAFF_PATH, "staff", css=CSS)

@@ -1,0 +1,139 @@
+"""Chat commands: `firstline serve` (the web app), `firstline ask` (one customer turn) and `firstline tickets`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+
+from ui.cli.common import data_dir_option, emit, friendly_errors, json_option
+
+
+def preflight_model() -> Any:
+    """Check the model file and load it before the web stack is imported, so a bad file fails fast.
+
+    Returns the loaded model, or None when the model is loaded on demand or the backend is scripted.
+    """
+    from models import loader
+    from models.settings import ModelSettings
+    from ui.settings import ServerSettings
+
+    if ServerSettings().model_backend != "llama":
+        return None
+    settings = ModelSettings()
+    path, sha = loader.resolve_model(settings.model_path, settings.model_sha256)
+    loader.check_model_file(path, sha)
+    if settings.idle_unload_s > 0:
+        return None
+    from models.llama import LlamaChatModel
+
+    return LlamaChatModel(settings)
+
+
+@click.command()
+@click.option("--host", default=None, help="Interface to bind. Default 127.0.0.1.")
+@click.option("--port", type=int, default=None, help="TCP port. Default 7860.")
+@data_dir_option
+@friendly_errors
+def serve(host: str | None, port: int | None, data_dir: Path | None) -> None:
+    """Run the web app: customer chat, staff console, admin dashboard."""
+    model = preflight_model()  # a bad model file is reported in seconds, before the heavy imports
+    from ui.app import build_services
+    from ui.web.server import serve as run_server
+
+    services = build_services(data_dir, model=model)
+    if host:
+        services.server_settings.host = host
+    if port:
+        services.server_settings.port = port
+    try:
+        run_server(services)
+    finally:
+        services.close()
+
+
+@click.command()
+@click.argument("text")
+@click.option("--conversation", "conversation_id", default=None, help="Continue this conversation id.")
+@click.option("--lang", type=click.Choice(["de", "en"]), default=None, help="Answer language (default: detect).")
+@data_dir_option
+@json_option
+@friendly_errors
+def ask(text: str, conversation_id: str | None, lang: str | None, data_dir: Path | None, as_json: bool) -> None:
+    """One customer turn through the full path (routing, knowledge base, model, escalation, ledger)."""
+    from bot.conversation_store import check_conversation_id, new_conversation_id
+    from ui.app import build_services
+
+    conversation_id = check_conversation_id(conversation_id) if conversation_id else new_conversation_id()
+    services = build_services(data_dir)
+    try:
+        reply = services.bot.handle_message(conversation_id, text, lang)  # type: ignore[arg-type]
+    finally:
+        services.close()
+    payload = {
+        "answer": reply.text,
+        "route": reply.route,
+        "sources": [{"title": s.title, "path": s.path, "score": s.score, "url": s.url} for s in reply.sources],
+        "ticket_id": reply.ticket_id,
+        "request_id": reply.request_id,
+        "conversation_id": reply.conversation_id,
+        "compute_s": reply.compute_s,
+        "lang": reply.lang,
+        "reason": reply.reason,
+    }
+    if as_json:
+        emit(payload)
+        return
+    click.echo(reply.text)
+    for s in reply.sources:
+        click.echo(f"  [source] {s.title} ({s.path}, score {s.score:.3f})")
+    click.echo(
+        f"-- route={reply.route} conversation={reply.conversation_id} request={reply.request_id} "
+        f"compute={reply.compute_s:.3f}s",
+        err=True,
+    )
+
+
+@click.group()
+def tickets() -> None:
+    """The escalation queue."""
+
+
+@tickets.command("list")
+@click.option("--status", type=click.Choice(["open", "claimed", "resolved"]), default=None, help="Filter by status.")
+@data_dir_option
+@json_option
+@friendly_errors
+def tickets_list(status: str | None, data_dir: Path | None, as_json: bool) -> None:
+    """List tickets, oldest first."""
+    from bot.settings import BotSettings
+    from bot.tickets import TicketStore
+
+    settings = BotSettings() if data_dir is None else BotSettings(data_dir=data_dir)
+    store = TicketStore(settings.database_path)
+    try:
+        rows = store.list(status=status)
+    finally:
+        store.close()
+        store.conversations.close()
+    payload = [
+        {
+            "id": t.id,
+            "status": t.status,
+            "reason": t.reason,
+            "conversation_id": t.conversation_id,
+            "created_at": t.created_at,
+            "claimed_by": t.claimed_by,
+            "resolved_at": t.resolved_at,
+        }
+        for t in rows
+    ]
+    if as_json:
+        emit({"tickets": payload})
+        return
+    if not payload:
+        click.echo("no tickets")
+    for t in payload:
+        created = str(t["created_at"])[:19]
+        click.echo(f"{t['id']}  {t['status']:<8} {created}  {t['reason']:<32} {t['conversation_id']}")
