@@ -16,7 +16,7 @@ import pytest
 
 from bot import escalation, prompts
 from bot.conversation import Bot
-from bot.conversations import ConversationStore
+from bot.conversation_store import ConversationStore
 from bot.kb.demo import ensure_demo_kb
 from bot.kb.search import KnowledgeBase
 from bot.tickets import TicketStore
@@ -89,7 +89,7 @@ def test_a_model_that_fails_to_load_on_the_second_load_escalates_and_finishes_it
 
 
 def test_the_customer_page_shows_the_hand_over_not_a_generic_sorry(data_dir: Path) -> None:
-    from ui.customer import SORRY, respond
+    from ui.web.customer import SORRY, respond
 
     factory = LoadsOnce()
     model = OnDemandModel(factory, idle_s=0.05, n_ctx=2048)
