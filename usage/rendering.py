@@ -37,8 +37,8 @@ def report_table(report: Report) -> str:
     """A plain-text table with the totals line, provisioning and conversation outcomes."""
     data = report.to_json()
     head = [report.by, *TABLE_COLUMNS]
-    body = [[str(r[report.by]), *(_fmt(r[c]) for c in TABLE_COLUMNS)] for r in data["rows"]]
-    total = ["TOTAL", *(_fmt(data["totals"][c]) for c in TABLE_COLUMNS)]
+    body = [[str(r[report.by]), *(cell(r[c]) for c in TABLE_COLUMNS)] for r in data["rows"]]
+    total = ["TOTAL", *(cell(data["totals"][c]) for c in TABLE_COLUMNS)]
     widths = [max(len(line[i]) for line in [head, *body, total]) for i in range(len(head))]
 
     def line(cells: list[str]) -> str:
@@ -55,15 +55,16 @@ def report_table(report: Report) -> str:
     )
     lines.append(
         f"provisioned {t['provisioned_s']:.0f} s ({t['provisioned_source']}), idle {t['idle_s']:.0f} s, "
-        f"utilisation {_fmt(t['utilization'])}, cost per request {_fmt(t['cost_per_request'])}"
+        f"utilisation {cell(t['utilization'])}, cost per request {cell(t['cost_per_request'])}"
     )
     if data["conversations"]:
-        lines.append("conversations: " + ", ".join(f"{k} {_fmt(v)}" for k, v in data["conversations"].items()))
+        lines.append("conversations: " + ", ".join(f"{k} {cell(v)}" for k, v in data["conversations"].items()))
     lines += data["notes"]
     return "\n".join(lines)
 
 
-def _fmt(value: Any) -> str:
+def cell(value: Any) -> str:
+    """One value in a text table: '-' for none, floats to 3 decimals."""
     if value is None:
         return "-"
     if isinstance(value, float):

@@ -12,6 +12,7 @@ from typing import Any
 import click
 
 from ui.cli.common import data_dir_option, emit, fail, friendly_errors, json_option
+from usage.rendering import cell
 
 
 @contextmanager
@@ -154,25 +155,17 @@ def write_rows(path: Path, rows: list[dict[str, Any]]) -> None:
             writer.writerow({k: ";".join(v) if isinstance(v, tuple | list) else v for k, v in row.items()})
 
 
-def _fmt(value: Any) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, float):
-        return f"{value:.3f}"
-    return str(value)
-
-
 def print_report(payload: dict[str, Any]) -> None:
     """Human-readable tables: headline figures, per language, FAQ thresholds, questions."""
     keys = [k for k, v in payload.items() if not isinstance(v, dict | list)]
     width = max(len(k) for k in keys)
     for k in keys:
-        click.echo(f"{k:<{width}}  {_fmt(payload[k])}")
+        click.echo(f"{k:<{width}}  {cell(payload[k])}")
     click.echo("\nper language       questions  hit@1  hit@3")
     for lang, row in payload["by_language"].items():
         click.echo(
-            f"  {lang:<16} {row['questions']:>9}  {_fmt(row['retrieval_hit_at_1']):>5}  "
-            f"{_fmt(row['retrieval_hit_at_3']):>5}"
+            f"  {lang:<16} {row['questions']:>9}  {cell(row['retrieval_hit_at_1']):>5}  "
+            f"{cell(row['retrieval_hit_at_3']):>5}"
         )
     click.echo("\nfaq threshold  answers  share  precision")
     for row in payload["faq_threshold_tradeoff"]:
@@ -181,6 +174,6 @@ def print_report(payload: dict[str, Any]) -> None:
         )
     click.echo("\nroute  hit@1 hit@3 esc/should  latency  question")
     for r in payload["rows"]:
-        esc = f"{_fmt(r['escalated'])[0]}/{_fmt(r['should_escalate'])[0]}"
-        flags = f"{_fmt(r['hit_at_1']):>5} {_fmt(r['hit_at_3']):>5} {esc}"
+        esc = f"{cell(r['escalated'])[0]}/{cell(r['should_escalate'])[0]}"
+        flags = f"{cell(r['hit_at_1']):>5} {cell(r['hit_at_3']):>5} {esc}"
         click.echo(f"{r['route']:<6} {flags:<22} {r['latency_s']:>7.2f}s  {r['question'][:70]}")
