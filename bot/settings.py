@@ -34,6 +34,7 @@ class BotSettings(BaseSettings):
     sensitive_topics: list[str] = Field(
         default_factory=lambda: [
             "refund_or_payment_dispute",
+            "payment_problem",
             "legal_threat",
             "special_cancellation",
             "account_specific_data",
