@@ -17,7 +17,8 @@ import pytest
 from bot import escalation
 from bot.conversation import Bot
 from bot.conversations import ConversationStore
-from bot.knowledge import DEMO_KB_DIR, KnowledgeBase, ensure_demo_kb
+from bot.kb.demo import DEMO_KB_DIR, ensure_demo_kb
+from bot.kb.search import KnowledgeBase
 from bot.spelling import Speller, is_word
 from models.fake import ScriptedChatModel
 from usage.ledger import Ledger
