@@ -16,7 +16,7 @@ import pytest
 
 from bot import escalation
 from bot.conversation import Bot
-from bot.conversations import ConversationStore
+from bot.conversation_store import ConversationStore
 from bot.kb.demo import DEMO_KB_DIR, ensure_demo_kb
 from bot.kb.search import KnowledgeBase
 from bot.spelling import Speller, is_word
