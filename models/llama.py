@@ -33,10 +33,11 @@ from typing import Any
 
 import numpy as np
 
-from models import loader
+from models import cpu, loader
 from models.errors import ContextOverflowError, GenerationError
 from models.settings import ModelSettings
 from models.state_cache import StateCache, common_prefix
+from models.threads import ThreadGovernor
 from models.types import ChatMessage, Generation, Usage
 
 log = logging.getLogger(__name__)
@@ -95,12 +96,26 @@ def _direct(fn: Callable[[], Any]) -> Any:
 class LlamaChatModel:
     """The locally hosted model; thread-safe (one generation at a time), load once at start-up."""
 
-    def __init__(self, settings: ModelSettings | None = None) -> None:
+    def __init__(
+        self,
+        settings: ModelSettings | None = None,
+        *,
+        load_options: dict[str, Any] | None = None,
+        model_id: str | None = None,
+        compute_thread: bool = True,
+    ) -> None:
+        """Load the model. `load_options` go to llama_cpp.Llama as they are (e.g. `lora_path`); `model_id`
+        names what is served (default: the file name); `compute_thread=False` computes on the calling thread
+        (the model worker process has exactly one caller)."""
         self.settings = settings or ModelSettings()
         path, sha = loader.resolve_model(self.settings.model_path, self.settings.model_sha256)
         loader.check_model_file(path, sha)
         self.path: Path = path
         t0 = time.perf_counter()
+        self.system_info = loader.system_info()
+        self.buffer_decision = cpu.extra_buffers(
+            self.settings.cpu_extra_buffers, cpu.read_cpuinfo(), cpu.build_features(self.system_info)
+        )
         # kept so a benchmark can load an identical plain llama_cpp.Llama next to ours
         self.load_kwargs: dict[str, Any] = {
             "n_ctx": self.settings.n_ctx,
@@ -109,21 +124,30 @@ class LlamaChatModel:
             "n_gpu_layers": self.settings.n_gpu_layers,
             "seed": self.settings.seed,
             "flash_attn": self.settings.flash_attn,
+            "use_extra_bufts": self.buffer_decision.use_extra_bufts,
+            **(load_options or {}),
         }
-        self._llm = loader.load_llama(path, **self.load_kwargs)
+        loaded = loader.load_llama(path, **self.load_kwargs)
+        self._llm = loaded.llm
+        self.buffers = loaded.buffers  # weight buffer types llama.cpp allocated -> MiB (CPU_REPACK, AMX, ...)
         self.load_s = time.perf_counter() - t0
         self._lock = threading.Lock()
         self._formatter = loader.chat_formatter(self._llm)
-        self._model_id = path.name.removesuffix(".gguf")
+        self._model_id = model_id or path.name.removesuffix(".gguf")
         self._device = loader.detect_device(self.settings.n_gpu_layers)
         self._grammars: dict[str, Any] = {}
         self._states = StateCache(self.settings.prompt_cache_mb * 1024 * 1024)
         # on a GPU the CPU does next to nothing per step and the hand-over would only add latency
-        self._compute_thread = ComputeThread() if self._device == "CPU" else None
+        self._compute_thread = ComputeThread() if self._device == "CPU" and compute_thread else None
+        n_threads = int(self.load_kwargs["n_threads"])
+        adaptive = self.settings.adaptive_threads and self._device == "CPU" and n_threads > 1
+        self.governor = ThreadGovernor(n_threads) if adaptive else None
+        self._threads_now = n_threads
         self.compute: Callable[[Callable[[], Any]], Any] = (
             self._compute_thread.call if self._compute_thread is not None else _direct
         )
-        log.info("loaded %s on %s in %.2fs", self._model_id, self._device, self.load_s)
+        log.info("loaded %s on %s in %.2fs (extra CPU buffers %s; weights in %s)", self._model_id, self._device,
+                 self.load_s, self.buffer_decision.reason, ", ".join(self.buffers) or "?")  # fmt: skip
 
     @property
     def model_id(self) -> str:
@@ -156,6 +180,17 @@ class LlamaChatModel:
         with self._lock:
             self._llm.reset()
             self._states.clear()
+
+    def adapt_threads(self, *, force: bool = False) -> None:
+        """Follow the thread governor (caller holds the lock): fewer threads while other processes take cores."""
+        if self.governor is None:
+            return
+        n = self.governor.update(force=force)
+        if n != self._threads_now:
+            loader.set_threads(self._llm, n)
+            log.info("llama.cpp threads %d -> %d (other processes use %.1f cores)", self._threads_now, n,
+                     self.governor.others)  # fmt: skip
+            self._threads_now = n
 
     def _reuse_prefix(self, tokens: list[int]) -> int:
         """Prepare the KV cache for `tokens` (caller holds the lock); returns how many are already there."""
@@ -308,6 +343,7 @@ class _LlamaGeneration(Generation):
             if room < 1:
                 raise ContextOverflowError(f"prompt of {n_prompt} tokens does not fit the context of {owner.n_ctx}")
             limit = min(max_tokens or s.max_tokens, room)
+            owner.adapt_threads(force=True)
             cached = owner._reuse_prefix(tokens)
             llm.set_seed(s.seed)
             decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
@@ -327,6 +363,7 @@ class _LlamaGeneration(Generation):
                 if loader.is_end_of_generation(llm, token):
                     finish = "stop"
                     break
+                owner.adapt_threads()  # for the next step
                 n_out += 1
                 piece = decoder.decode(loader.token_bytes(llm, token))
                 if n_out >= limit:

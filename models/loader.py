@@ -6,12 +6,16 @@ the native library, and the model is loaded once at start-up by the entry point.
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import importlib.util
 import logging
 import os
+import re
 import shutil
 import subprocess
+import threading
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
 
@@ -110,19 +114,81 @@ def detect_device(n_gpu_layers: int) -> str:
     return "GPU"
 
 
-def load_llama(path: Path, **kwargs: Any) -> Any:
-    """Load a llama.cpp model (verbose=False); translate load failures to ModelFileError."""
+def system_info() -> str:
+    """llama.cpp's build report (`CPU : SSE3 = 1 | AVX2 = 1 | ... | REPACK = 1 |`): the instruction sets
+    and features it was compiled with. Loads the native library: call it where a crash is survivable."""
+    import llama_cpp
+
+    return bytes(llama_cpp.llama_print_system_info()).decode("utf-8", "replace").strip()
+
+
+@dataclass
+class LoadedModel:
+    """A loaded llama.cpp model and what llama.cpp reported while loading it."""
+
+    llm: Any
+    use_extra_bufts: bool
+    buffers: dict[str, float] = field(default_factory=dict)  # buffer type (CPU_Mapped, CPU_REPACK, AMX...) -> MiB
+
+
+_LOAD_LOCK = threading.Lock()  # model params are patched for the duration of one load
+_BUFFER_LINE = re.compile(r"(\S+) model buffer size =\s*([0-9.]+) MiB")
+
+
+def load_llama(path: Path, *, use_extra_bufts: bool = True, **kwargs: Any) -> LoadedModel:
+    """Load a llama.cpp model (verbose=False); translate load failures to ModelFileError.
+
+    `use_extra_bufts=False` loads without llama.cpp's extra CPU buffer types (weight repacking, AMX).
+    llama-cpp-python's `Llama` does not take it as an argument; it builds its model params from
+    `llama_model_default_params()`, so that function is wrapped for the duration of the load (under a lock)
+    and the result is checked on the loaded object. The weight buffers llama.cpp allocated are read from its
+    log (`... model buffer size = ... MiB`), so the choice can be verified.
+    """
     try:
+        import llama_cpp
+        import llama_cpp.llama_cpp as llama_c
         from llama_cpp import Llama
+        from llama_cpp import _logger as llama_logger
     except ImportError as exc:  # pragma: no cover - install problem
         raise ModelFileError(f"llama-cpp-python is not installed ({exc}); run `make install`") from exc
-    try:
-        return Llama(model_path=str(path), verbose=False, **kwargs)
-    except (ValueError, RuntimeError, OSError) as exc:
-        cause = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise ModelFileError(
-            f"llama.cpp could not load {path}: {cause} (file truncated or not a supported GGUF model)"
-        ) from exc
+    buffers: dict[str, float] = {}
+
+    @llama_cpp.llama_log_callback  # type: ignore[untyped-decorator]
+    def capture(level: int, text: bytes, user_data: Any) -> None:
+        match = _BUFFER_LINE.search(text.decode("utf-8", "replace"))
+        if match:
+            buffers[match.group(1)] = buffers.get(match.group(1), 0.0) + float(match.group(2))
+
+    with _LOAD_LOCK:
+        defaults = llama_c.llama_model_default_params
+
+        def model_params() -> Any:
+            params = defaults()
+            params.use_extra_bufts = use_extra_bufts
+            return params
+
+        llama_c.llama_model_default_params = model_params
+        llama_cpp.llama_log_set(capture, ctypes.c_void_p(0))
+        try:
+            llm = Llama(model_path=str(path), verbose=False, **kwargs)
+        except (ValueError, RuntimeError, OSError) as exc:
+            cause = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise ModelFileError(
+                f"llama.cpp could not load {path}: {cause} (file truncated or not a supported GGUF model)"
+            ) from exc
+        finally:
+            llama_c.llama_model_default_params = defaults
+            llama_cpp.llama_log_set(llama_logger.llama_log_callback, ctypes.c_void_p(0))
+    if bool(llm.model_params.use_extra_bufts) != use_extra_bufts:  # llama-cpp-python changed how it builds params
+        raise ModelFileError(f"could not set use_extra_bufts={use_extra_bufts} on the model params")
+    return LoadedModel(llm, use_extra_bufts, buffers)
+
+
+def set_threads(llm: Any, n_threads: int) -> None:
+    """Set llama.cpp's threads for the next decode and prompt batches (takes effect at the next step)."""
+    import llama_cpp
+
+    llama_cpp.llama_set_n_threads(llm._ctx.ctx, n_threads, n_threads)
 
 
 _CHATML = (

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -24,7 +25,18 @@ class ModelSettings(BaseSettings):
         ),
     )
     n_ctx: int = Field(2048, ge=256, description="Context window in tokens (prompt + answer).")
-    n_threads: int | None = Field(None, ge=1, description="CPU threads for llama.cpp. Default: all cores.")
+    n_threads: int | None = Field(
+        None, ge=1, description="CPU threads for llama.cpp (at most; see adaptive_threads). Default: all cores."
+    )
+    adaptive_threads: bool = Field(
+        True,
+        description=(
+            "Use fewer llama.cpp threads while other processes keep cores busy (checked between tokens, every "
+            "0.25 s): llama.cpp's threads wait for each other after every step, so one core taken by another "
+            "process slowed a 2-thread decode 3.5x (and up to 20x in the field); with this it stays within "
+            "1.4x. Idle, all n_threads are used (docs/performance.md)."
+        ),
+    )
     n_batch: int = Field(512, ge=8, description="Prompt-processing batch size in tokens.")
     n_gpu_layers: int = Field(
         0,
@@ -38,6 +50,14 @@ class ModelSettings(BaseSettings):
         description=(
             "Flash attention in llama.cpp (llama.cpp's own default is 'auto', llama-cpp-python's is off): "
             "measured about 10% faster prompt processing on a 2-core CPU (see docs/performance.md); false to compare."
+        ),
+    )
+    cpu_extra_buffers: Literal["auto", "on", "off"] = Field(
+        "auto",
+        description=(
+            "llama.cpp's extra CPU buffer types for the weights (repacking for faster Q4_0/Q4_K/IQ4_NL/Q8_0 "
+            "kernels, AMX). auto: off only where the CPU and the llama.cpp build both have AMX, whose buffers "
+            "crash llama.cpp (upstream #20824); on elsewhere. on/off force it."
         ),
     )
     prompt_cache_mb: int = Field(
@@ -57,6 +77,34 @@ class ModelSettings(BaseSettings):
             "(on-demand operation; load/unload periods are recorded for cost reports). 0 keeps it loaded."
         ),
     )
+    model_worker: Literal["auto", "on", "off"] = Field(
+        "auto",
+        description=(
+            "Run the model in a supervised model worker process, so a native crash (a CPU-kernel segfault, a "
+            "bad GGUF, an out-of-memory abort) fails one request and the worker is restarted, instead of "
+            "ending the web process. auto: on for the llama.cpp model, off for the scripted test model; "
+            "off loads the model inside the process (benchmarks, debugging)."
+        ),
+    )
+    worker_start_timeout_s: float = Field(
+        25.0,
+        gt=0,
+        description=(
+            "Longest a model worker may take to load the model and finish its self-check generation before it "
+            "counts as hung; `firstline serve` then exits within 30 s naming the cause (raise it for large models "
+            "on slow disks)."
+        ),
+    )
+    worker_stall_s: float = Field(
+        120.0,
+        gt=0,
+        description="A model worker that makes no progress on a request for this long is killed and restarted.",
+    )
+    worker_restart_backoff_s: float = Field(
+        0.5,
+        ge=0,
+        description="First delay before restarting a dead model worker; doubles while it keeps dying (up to 30 s).",
+    )
     seed: int = Field(42, description="Sampling seed; with temperature 0 answers are reproducible.")
     max_tokens: int = Field(256, ge=1, description="Upper bound on tokens generated per answer.")
     temperature: float = Field(0.2, ge=0.0, le=2.0, description="Sampling temperature (0 = greedy).")
@@ -64,3 +112,11 @@ class ModelSettings(BaseSettings):
     top_k: int = Field(40, ge=0, description="Top-k sampling (0 = off).")
     min_p: float = Field(0.05, ge=0.0, le=1.0, description="Min-p sampling threshold.")
     repeat_penalty: float = Field(1.1, ge=1.0, description="Penalty for repeated tokens (1.0 = off).")
+
+    def uses_worker(self, backend: str) -> bool:
+        """Does this backend run in a model worker process under these settings?"""
+        return self.model_worker == "on" or (self.model_worker == "auto" and backend != "scripted")
+
+    def worker_environment(self) -> dict[str, str]:
+        """Environment variables the model worker starts with (read by OpenMP when llama.cpp loads)."""
+        return {}

@@ -58,17 +58,37 @@ def services(data_dir: Path, fake_model: ScriptedChatModel) -> Iterator[object]:
 
 @pytest.fixture(scope="session")
 def real_model() -> object:
-    """The bundled GGUF model, loaded once per test session, greedy decoding."""
+    """The bundled GGUF model, loaded once per test session (in this process: tests look inside it), greedy.
+
+    It is first loaded and made to generate in a child process (`firstline doctor`'s check): a llama.cpp
+    that crashes on this CPU (AMX, a wheel built for another CPU) fails the real-model tests with the
+    cause, instead of taking pytest down with a segfault."""
     from models.llama import LlamaChatModel
+    from models.selfcheck import generation_check
     from models.settings import ModelSettings
 
-    return LlamaChatModel(ModelSettings(temperature=0.0, seed=1234, max_tokens=48, n_ctx=2048))
+    settings = ModelSettings(temperature=0.0, seed=1234, max_tokens=48, n_ctx=2048)
+    check = generation_check(settings)
+    if not check.ok:
+        pytest.fail(f"the model does not generate on this machine (tried in a child process): {check.detail}")
+    return LlamaChatModel(settings)
 
 
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def child_pids(pid: int) -> list[int]:
+    """The direct children of a process (Linux /proc), e.g. the model worker of a `firstline serve`."""
+    found: list[int] = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            found += [int(p) for p in (task / "children").read_text().split()]
+        except OSError:
+            continue
+    return found
 
 
 class LiveServer:
@@ -111,6 +131,16 @@ class LiveServer:
                 pass
             time.sleep(0.3)
         raise RuntimeError(f"server did not start:\n{self.log.read_text()}")
+
+    def worker_pid(self, timeout: float = 30.0, other_than: int | None = None) -> int:
+        """The pid of the server's model worker process (waits for a (re)started one)."""
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            pids = [p for p in child_pids(self.proc.pid) if p != other_than]
+            if pids:
+                return pids[0]
+            time.sleep(0.05)
+        raise AssertionError(f"no model worker process under the server (pid {self.proc.pid})")
 
     def stop(self) -> None:
         self.proc.terminate()

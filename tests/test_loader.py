@@ -78,7 +78,7 @@ def test_truncated_model_without_checksum_fails_to_load_cleanly(tmp_path: Path) 
 
 @pytest.mark.real_model
 def test_message_text_cannot_inject_chat_template_control_tokens() -> None:
-    llm = loader.load_llama(loader.default_model_path(), n_ctx=256)
+    llm = loader.load_llama(loader.default_model_path(), n_ctx=256).llm
     fmt = loader.chat_formatter(llm)
     prompt = fmt(
         [

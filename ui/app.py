@@ -43,23 +43,28 @@ class Services:
     profiles: ProfileBook
     budget: BudgetGuard
     provisioning: ProvisioningRecorder | None = None
+    owns_model: bool = False  # built here (not passed in): closing the services stops it (and its worker)
 
     def close(self) -> None:
         close_model = getattr(self.model, "close", None)
-        if self.provisioning is not None and close_model is not None:
-            close_model()  # an on-demand model records its final unload
+        if (self.owns_model or self.provisioning is not None) and close_model is not None:
+            close_model()  # an on-demand model records its final unload; a worker process is stopped
         if self.provisioning is not None:
             self.provisioning.close()
         for store in (self.budget, self.ledger, self.knowledge, self.tickets, self.store, self.users):
             store.close()
 
 
-def load_model(model_settings: ModelSettings, backend: str) -> ChatModel:
-    """The process's one model: llama.cpp, or the scripted fake for tests."""
+def load_model(model_settings: ModelSettings, backend: str, scripted_seconds_per_token: float = 0.0) -> ChatModel:
+    """The process's one model: llama.cpp (in its supervised worker process by default), or the scripted fake."""
+    if model_settings.uses_worker(backend):
+        from models.remote import WorkerChatModel
+
+        return WorkerChatModel(model_settings, backend=backend, scripted_seconds_per_token=scripted_seconds_per_token)
     if backend == "scripted":
         from models.fake import ScriptedChatModel
 
-        return ScriptedChatModel(context_size=model_settings.n_ctx)
+        return ScriptedChatModel(context_size=model_settings.n_ctx, seconds_per_token=scripted_seconds_per_token)
     from models.llama import LlamaChatModel
 
     return LlamaChatModel(model_settings)
@@ -87,13 +92,16 @@ def build_services(data_dir: Path | None = None, model: ChatModel | None = None,
 
         provisioning = ProvisioningRecorder(db_path, owner=ledger.owner)
         chat_model = OnDemandModel(
-            lambda: load_model(model_settings, server_settings.model_backend),
+            lambda: load_model(
+                model_settings, server_settings.model_backend, server_settings.scripted_seconds_per_token
+            ),
             idle_s=model_settings.idle_unload_s,
             on_event=provisioning,
             n_ctx=model_settings.n_ctx,
         )
     else:
-        chat_model = load_model(model_settings, server_settings.model_backend)
+        backend, pace = server_settings.model_backend, server_settings.scripted_seconds_per_token
+        chat_model = load_model(model_settings, backend, pace)
     budget = BudgetGuard(db_path, profiles, profile=ledger.profile.name)
     store = ConversationStore(db_path)
     knowledge = KnowledgeBase(db_path, embedder=load_embedder(knowledge_settings.embeddings))
@@ -129,4 +137,5 @@ def build_services(data_dir: Path | None = None, model: ChatModel | None = None,
         profiles,
         budget,
         provisioning,
+        owns_model=model is None,
     )

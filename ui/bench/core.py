@@ -29,7 +29,19 @@ from typing import Any
 
 from usage.stats import percentile
 
-SECTIONS = ("machine", "decode", "limits", "cache", "faq", "ledger", "server", "accounting")
+SECTIONS = (
+    "machine",
+    "decode",
+    "limits",
+    "cache",
+    "faq",
+    "ledger",
+    "server",
+    "accounting",
+    "worker",
+    "buffers",
+    "threads",
+)
 
 
 @dataclass

@@ -211,7 +211,7 @@ def plain_chat_runner(shared: Shared, model: Any, n_gen: int) -> Callable[[], tu
     from models import loader
 
     if shared.plain is None:
-        shared.plain = loader.load_llama(model.path, **model.load_kwargs)
+        shared.plain = loader.load_llama(model.path, **model.load_kwargs).llm
     plain = shared.plain
     s = model.settings
     messages = [{"role": m.role, "content": m.content} for m in shared.messages]

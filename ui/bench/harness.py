@@ -174,3 +174,15 @@ def run_turn(services: Any, conversation_id: str, text: str, on_piece: Callable[
     if turn.reply is not None and turn.reply.request_id:
         turn.row = services.ledger.get(turn.reply.request_id) or {}
     return turn
+
+
+def timed_stream(model: Any, messages: list[ChatMessage], tokens: int) -> tuple[float | None, float | None, int]:
+    """(time to first piece in s, decode tok/s, tokens) of one greedy generation."""
+    t0 = time.perf_counter()
+    gen = model.stream(messages, max_tokens=tokens, temperature=0.0)
+    times: list[float] = []
+    for _ in gen:
+        times.append(time.perf_counter())
+    usage = gen.usage
+    n = usage.completion_tokens if usage is not None else len(times)
+    return (times[0] - t0 if times else None), decode_rate(times, n), n

@@ -17,6 +17,9 @@ TITLES = {
     "ledger": "Ledger overhead and report time",
     "server": "Concurrent chat sessions through the server",
     "accounting": "Accuracy of the compute-seconds accounting",
+    "worker": "The model worker process: cost of the hop per token and per request",
+    "buffers": "llama.cpp's extra CPU buffer types (what the AMX guard turns off): speed on and off",
+    "threads": "Decode idle and beside a busy core: thread counts and OpenMP wait policies",
     "targets": "Targets",
 }
 STATUS = {True: "met", False: "**missed**", None: "not measured"}

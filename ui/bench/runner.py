@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from ui.bench import accounting, cache, decode, limits, report, server, system
+from ui.bench import accounting, cache, decode, limits, report, server, system, threads, worker
 from ui.bench.core import SECTIONS, Bench, BenchOptions, Shared, judge_targets
 
 SectionFn = Callable[[Bench, Shared], None]
@@ -21,6 +21,9 @@ FUNCTIONS: dict[str, SectionFn] = {
     "ledger": system.ledger,
     "server": server.concurrency,
     "accounting": accounting.accounting,
+    "worker": worker.worker_hop,
+    "buffers": worker.extra_buffers,
+    "threads": threads.threads,
 }
 
 

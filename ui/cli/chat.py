@@ -11,9 +11,12 @@ from ui.cli.common import data_dir_option, emit, friendly_errors, json_option
 
 
 def preflight_model() -> Any:
-    """Check the model file and load it before the web stack is imported, so a bad file fails fast.
+    """Check the model before the web stack is imported: a bad file, or a model that crashes or hangs on its
+    first generation, fails in seconds with one line naming the cause and the fix.
 
-    Returns the loaded model, or None when the model is loaded on demand or the backend is scripted.
+    The model worker process loads the model and runs a tiny generation before it reports ready (within
+    FIRSTLINE_WORKER_START_TIMEOUT_S). Returns the started model, or None when the model is loaded on demand
+    (the check has run and its worker is stopped) or the backend is scripted.
     """
     from models import loader
     from models.settings import ModelSettings
@@ -24,6 +27,14 @@ def preflight_model() -> Any:
     settings = ModelSettings()
     path, sha = loader.resolve_model(settings.model_path, settings.model_sha256)
     loader.check_model_file(path, sha)
+    if settings.uses_worker("llama"):
+        from models.remote import WorkerChatModel
+
+        model = WorkerChatModel(settings)
+        if settings.idle_unload_s > 0:
+            model.close()
+            return None
+        return model
     if settings.idle_unload_s > 0:
         return None
     from models.llama import LlamaChatModel
@@ -38,11 +49,13 @@ def preflight_model() -> Any:
 @friendly_errors
 def serve(host: str | None, port: int | None, data_dir: Path | None) -> None:
     """Run the web app: customer chat, staff console, admin dashboard."""
-    model = preflight_model()  # a bad model file is reported in seconds, before the heavy imports
+    model = preflight_model()  # a bad model file or a crashing model is reported in seconds, before heavy imports
     from ui.app import build_services
     from ui.web.server import serve as run_server
 
     services = build_services(data_dir, model=model)
+    if model is not None:
+        services.owns_model = True  # started here: stopping the server stops its worker
     if host:
         services.server_settings.host = host
     if port:

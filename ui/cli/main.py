@@ -31,6 +31,7 @@ for command in (
     cost.cost,
     ops.users,
     ops.housekeeping,
+    ops.doctor,
     benchmark.bench,
 ):
     main.add_command(command)

@@ -1,4 +1,5 @@
-"""Operations commands: `firstline users` (staff and admin logins) and `firstline housekeeping` (retention)."""
+"""Operations commands: `firstline users` (staff and admin logins), `firstline housekeeping` (retention) and
+`firstline doctor` (install checks)."""
 
 from __future__ import annotations
 
@@ -76,3 +77,49 @@ def users_add(name: str, role: str, password_stdin: bool, data_dir: Path | None)
     finally:
         store.close()
     click.echo(f"created {role} login {name!r}", err=True)
+
+
+@click.command()
+@data_dir_option
+@json_option
+def doctor(data_dir: Path | None, as_json: bool) -> None:
+    """Check the install: llama.cpp fits this CPU, the model generates in a child process, the database opens.
+
+    One line per check; exit status 0 only when all pass. Each risky step runs in a child process, so a
+    native crash is reported with its cause and the fix instead of ending this command.
+    """
+    from bot.settings import BotSettings
+    from models.selfcheck import Check, model_checks
+    from models.settings import ModelSettings
+    from ui.settings import ServerSettings
+
+    checks = model_checks(ModelSettings(), ServerSettings().model_backend)
+    settings = BotSettings() if data_dir is None else BotSettings(data_dir=data_dir)
+    checks.append(Check("database", *_database_ok(settings.database_path)))
+    if as_json:
+        emit({"checks": [c.as_dict() for c in checks], "ok": all(c.ok for c in checks)})
+    else:
+        for c in checks:
+            click.echo(f"{'ok  ' if c.ok else 'FAIL'} {c.name}: {c.detail}")
+    if not all(c.ok for c in checks):
+        raise SystemExit(1)
+
+
+def _database_ok(path: Path) -> tuple[bool, str]:
+    """The database opens (created if new) and SQLite's quick_check passes."""
+    from usage.db import connect
+    from usage.errors import StorageError
+
+    try:
+        db = connect(path)
+        try:
+            result = db.execute("PRAGMA quick_check").fetchone()[0]
+        finally:
+            db.close()
+    except (StorageError, OSError) as exc:
+        return False, str(exc)
+    except Exception as exc:  # sqlite3.DatabaseError: not a database, corrupt
+        return False, f"cannot open database {path}: {exc}"
+    if result != "ok":
+        return False, f"{path}: quick_check reports {result}"
+    return True, f"{path} opens, quick_check ok"
