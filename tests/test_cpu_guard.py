@@ -152,24 +152,10 @@ def test_the_loaded_model_follows_the_decision_on_this_cpu(probe: dict[str, Any]
 @pytest.fixture(scope="module")
 def q4_0_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The bundled model re-quantized to Q4_0 (a type llama.cpp repacks on x86 with AVX2), in a child."""
-    import subprocess
-    import sys
-
     from models import loader
+    from ui.bench.worker import requantize
 
-    out = tmp_path_factory.mktemp("q4_0") / "smollm2-q4_0.gguf"
-    code = (
-        "import ctypes, sys, llama_cpp\n"
-        "p = llama_cpp.llama_model_quantize_default_params()\n"
-        "p.ftype = llama_cpp.LLAMA_FTYPE_MOSTLY_Q4_0\n"
-        "p.allow_requantize = True\n"
-        "p.nthread = 2\n"
-        "sys.exit(llama_cpp.llama_model_quantize(sys.argv[1].encode(), sys.argv[2].encode(), ctypes.byref(p)))\n"
-    )
-    done = subprocess.run([sys.executable, "-c", code, str(loader.default_model_path()), str(out)],
-                          capture_output=True, text=True, timeout=300)  # fmt: skip
-    assert done.returncode == 0 and out.exists(), done.stderr[-2000:]
-    return out
+    return requantize(loader.default_model_path(), tmp_path_factory.mktemp("q4_0") / "smollm2-q4_0.gguf")
 
 
 @pytest.mark.real_model

@@ -86,6 +86,8 @@ class NativeBench:
             "-b", str(kw["n_batch"]),
             "-ub", str(min(int(kw["n_batch"]), 512)),  # llama-cpp-python: n_ubatch = min(n_batch, 512)
             "-ngl", str(999 if ngl < 0 else ngl),
+            # the same weight buffers as the model: without extra buffer types where the AMX guard is on
+            "--repack", "1" if kw.get("use_extra_bufts", True) else "0",
             "-o", "json",
         ]  # fmt: skip
         self.commands: list[str] = []
