@@ -13,18 +13,19 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Generator, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import cast
 
 from langchain_core.messages import AIMessage, BaseMessage, BaseMessageChunk, HumanMessage
 
 from bot import escalation, prompts
+from bot.answering import ANSWER_REJECTED, AnswerModes
 from bot.conversation_store import ConversationStore, check_conversation_id
 from bot.errors import BotError, InputError
 from bot.kb.search import KnowledgeBase, KnowledgeSettings
 from bot.language import detect_language
 from bot.privacy import mask_payment_data, normalize_text
-from bot.router import CLARIFY_ROUTE, Decision, Router
+from bot.router import CLARIFY_ROUTE, Decision, Router, _asked_to_clarify
 from bot.safety import sanitize_answer
 from bot.settings import BotSettings
 from bot.tickets import TicketStore
@@ -69,6 +70,13 @@ class Bot:
         self.router = Router(knowledge, self.settings, knowledge_settings)
         self.budget = budget
         self.llm = FirstlineChatModel(chat_model=model)
+        self.answers = AnswerModes(
+            self.settings.answer_mode,
+            knowledge,
+            guard=self.settings.grounding_guard,
+            min_overlap=self.settings.grounding_min_overlap,
+            min_similarity=self.settings.grounding_min_similarity,
+        )
 
     # -- public API --------------------------------------------------------------------------------
     def handle_message(self, conversation_id: str, text: str, lang: Lang | None = None) -> Reply:
@@ -124,10 +132,16 @@ class Bot:
                 self.store.add_message(conversation_id, "assistant", answer, lang=lang, request_id=rid,
                                        route=CLARIFY_ROUTE)  # fmt: skip
                 outcome = Reply(answer, "faq", conversation_id, rid, lang, (), None, compute_s, "clarify")
+            elif not self.answers.generates:
+                req.route = "faq"  # quoted from the knowledge base: no model call
+                outcome = self._answer_extractive(conversation_id, req, text, lang, history, decision, "extractive",
+                                                  "clarify:no_extract", escalation.NO_KB_MATCH)  # fmt: skip
             else:
                 max_tokens = self.max_tokens if step < Step.short_answers else max(32, self.max_tokens // 4)
                 outcome = yield from self._answer_with_model(conversation_id, req, text, lang, history, decision,
                                                              max_tokens)  # fmt: skip
+            if req.reason is None:
+                req.reason = outcome.reason
         if isinstance(outcome, _Escalation):
             yield self._escalate(conversation_id, rid, text, lang, history, outcome.reason, outcome.sources)
         else:
@@ -225,11 +239,16 @@ class Bot:
     ) -> Generator[Delta, None, Reply | _Escalation]:
         """Stream the model's answer (Delta pieces); returns the Reply, or the escalation when the model failed.
 
-        Fills in `req` (the request's ledger row): any model failure (a failed (re)load, a dead worker, an
-        error or a timeout while generating) finishes it as `error` with the cause, routed to a human."""
+        With a knowledge base the grounding guard releases the answer sentence by checked sentence
+        (bot/guard.py); an answer that fails before any of it is shown is replaced (`_replace`), one that
+        fails later ends after the sentences already shown. Fills in `req` (the request's ledger row): any
+        model failure (a failed (re)load, a dead worker, an error or a timeout while generating) finishes it
+        as `error` with the cause, routed to a human."""
         rid, sources = req.request_id, decision.sources
-        pieces: list[str] = []
+        pieces: list[str] = []  # what the model wrote
+        shown: list[str] = []  # what the customer saw (all of it without a guard)
         usages: list[Usage] = []
+        guard = self.answers.guard(text, lang, sources) if sources else None
         # The timeout bounds generation, not the wait for the model: under load a request may queue behind
         # others (that wait is reported as queue_wait_s), and it starts at the first token.
         deadline: float | None = None
@@ -247,7 +266,13 @@ class Bot:
                 piece = str(chunk.content)
                 if piece:
                     pieces.append(piece)
-                    yield Delta(piece)
+                    visible = piece if guard is None else guard.feed(piece)
+                    if visible:
+                        shown.append(visible)
+                        yield Delta(visible)
+                    if guard is not None and guard.failure is not None:
+                        stream.close()  # the rest of this answer would not be shown: stop generating it
+                        break
                 if time.monotonic() > deadline:
                     failure = f"model timeout after {self.settings.model_timeout_s:.0f}s"
                     stream.close()
@@ -255,8 +280,8 @@ class Bot:
         except GeneratorExit:
             if stream is not None:
                 stream.close()
-            req.measurement = _measure(usages, decision.retrieval_s)  # Ledger.track records it as cancelled
-            self._keep_partial(conversation_id, rid, lang, pieces)
+            req.measurement = _measure(usages, decision.retrieval_s + (guard.check_s if guard else 0.0))  # cancelled
+            self._keep_partial(conversation_id, rid, lang, shown)
             raise
         except BotError:
             raise  # customer-facing (e.g. a message that cannot fit the context window)
@@ -265,22 +290,84 @@ class Bot:
             failure = _failure_text(exc)
             if stream is not None:
                 stream.close()
-        req.measurement = _measure(usages, decision.retrieval_s)
+        req.measurement = _measure(usages, decision.retrieval_s + (guard.check_s if guard else 0.0))
         if failure is not None:
             req.fail(failure, route="human")
-            self._keep_partial(conversation_id, rid, lang, pieces)
+            self._keep_partial(conversation_id, rid, lang, shown)
             return _Escalation(escalation.MODEL_FAILURE, sources)
-        answer = sanitize_answer("".join(pieces).strip(), [s.url for s in sources])
+        reason = decision.reason
+        if guard is not None:
+            last = guard.finish(complete=not usages or usages[-1].finish_reason != "length")
+            if last:
+                shown.append(last)
+                yield Delta(last)
+            req.measurement = _measure(usages, decision.retrieval_s + guard.check_s)  # with the last check
+            if guard.failure is not None:
+                cause = guard.failure.reason
+                log.info("grounding guard stopped a model answer in conversation %s: %s", conversation_id, cause)
+                if guard.rejected:
+                    return self._replace(conversation_id, req, text, lang, history, decision, cause)
+                reason = f"guard_truncated:{cause}"
+        answer = sanitize_answer("".join(shown).strip(), [s.url for s in sources])
         self.store.add_message(
             conversation_id, "assistant", answer, lang=lang, request_id=rid, route="model", sources=sources
         )
-        return Reply(answer, "model", conversation_id, rid, lang, sources, None, req.measurement.compute_s,
-                     decision.reason)  # fmt: skip
+        return Reply(answer, "model", conversation_id, rid, lang, sources, None, req.measurement.compute_s, reason)
+
+    def _replace(
+        self, conversation_id: str, req: Tracked, text: str, lang: Lang, history: list[Message], decision: Decision,
+        cause: str,
+    ) -> Reply | _Escalation:  # fmt: skip
+        """The model's answer failed the guard before any of it was shown: quote the passages instead (auto),
+        else ask back or, when the customer was already asked, hand over. The ledger row keeps route `model`
+        (its compute was spent) and records the replacement as its reason."""
+        if self.answers.falls_back_to_quotes:
+            return self._answer_extractive(conversation_id, req, text, lang, history, decision,
+                                           f"guard_extractive:{cause}", f"guard_clarify:{cause}", ANSWER_REJECTED,
+                                           f"guard_escalate:{cause}")  # fmt: skip
+        return self._ask_back(conversation_id, req, lang, history, decision, f"guard_clarify:{cause}",
+                              ANSWER_REJECTED, f"guard_escalate:{cause}")  # fmt: skip
+
+    def _answer_extractive(
+        self, conversation_id: str, req: Tracked, text: str, lang: Lang, history: list[Message], decision: Decision,
+        reason: str, clarify_reason: str, escalation_reason: str, escalation_note: str | None = None,
+    ) -> Reply | _Escalation:  # fmt: skip
+        """Quote the passage units that answer best (bot/extractive.py), citing only the quoted article;
+        when nothing fits, ask back or hand over as when nothing relevant is found."""
+        t0 = time.perf_counter()
+        extract = self.answers.extract(text, lang, decision.sources)
+        spent = time.perf_counter() - t0  # billed like retrieval: compute outside the model
+        m = req.measurement or Measurement()
+        req.measurement = replace(m, retrieval_s=m.retrieval_s + spent)
+        if extract is None:
+            return self._ask_back(conversation_id, req, lang, history, decision, clarify_reason, escalation_reason,
+                                  escalation_note)  # fmt: skip
+        req.reason = reason
+        sources = (extract.source,)
+        compute_s = req.measurement.compute_s if req.measurement else 0.0
+        self.store.add_message(conversation_id, "assistant", extract.text, lang=lang, request_id=req.request_id,
+                               route="extractive", sources=sources)  # fmt: skip
+        return Reply(extract.text, "faq", conversation_id, req.request_id, lang, sources, None, compute_s, reason)
+
+    def _ask_back(
+        self, conversation_id: str, req: Tracked, lang: Lang, history: list[Message], decision: Decision,
+        reason: str, escalation_reason: str, escalation_note: str | None = None,
+    ) -> Reply | _Escalation:  # fmt: skip
+        """No answer to give: one clarifying question, and a person when the customer was already asked."""
+        if _asked_to_clarify(history):
+            req.route, req.reason = "human", escalation_note or escalation_reason
+            return _Escalation(escalation_reason, decision.sources)
+        req.reason = reason
+        answer = prompts.CLARIFY[lang]
+        self.store.add_message(conversation_id, "assistant", answer, lang=lang, request_id=req.request_id,
+                               route=CLARIFY_ROUTE)  # fmt: skip
+        compute_s = req.measurement.compute_s if req.measurement else 0.0
+        return Reply(answer, "faq", conversation_id, req.request_id, lang, (), None, compute_s, reason)
 
     def _keep_partial(self, conversation_id: str, rid: str, lang: Lang, pieces: list[str]) -> None:
         """A partial answer (cancelled or failed) is kept, sanitised like a whole one."""
         if pieces:
-            self.store.add_message(conversation_id, "assistant", sanitize_answer("".join(pieces)), lang=lang,
+            self.store.add_message(conversation_id, "assistant", sanitize_answer("".join(pieces).strip()), lang=lang,
                                    request_id=rid, route="model")  # fmt: skip
 
     def build_messages(

@@ -22,12 +22,18 @@ from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bot.types import Lang, Source
 from usage.stats import percentile
 
-NON_ANSWER_REASONS = frozenset({"clarify"})  # Reply.reason of replies that ask back instead of answering
+if TYPE_CHECKING:
+    from bot.answer_eval import AnswerResult
+
+# Reply.reason of replies that ask back instead of answering (also when the guard replaced a model answer)
+NON_ANSWER_REASONS = frozenset({"clarify", "guard_clarify"})
+# extractive answers (bot/extractive.py) go out on the FAQ route (no generation) but are not FAQ answers
+NOT_FAQ = NON_ANSWER_REASONS | {"extractive", "guard_extractive"}
 THRESHOLDS = (0.5, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95)
 # Replies that route to the FAQ or model but give no answer (the prompt tells the model to say so).
 DONT_KNOW_MARKERS = (
@@ -46,6 +52,8 @@ class Question:
     lang: Lang | None = None
     expected_source: str | None = None
     should_escalate: bool | None = None
+    reference_answer: str | None = None  # what a good answer says (answer-level scoring, bot/answer_eval.py)
+    answerable: bool | None = None  # False: the knowledge base has no answer, the bot must not invent one
 
 
 @dataclass(frozen=True)
@@ -67,6 +75,7 @@ class QuestionResult:
     faq_score: float | None = None
     faq_correct: bool | None = None
     sources: tuple[str, ...] = field(default_factory=tuple)
+    answer: AnswerResult | None = None  # answer-level scores (None when not measured)
 
 
 def load_questions(path: Path, limit: int | None = None) -> list[Question]:
@@ -82,7 +91,18 @@ def load_questions(path: Path, limit: int | None = None) -> list[Question]:
             raise ValueError(f"{path}:{lineno}: expected a JSON object with a 'question' ({exc})") from exc
         lang = row.get("lang") if row.get("lang") in ("en", "de") else None
         esc = row.get("should_escalate")
-        out.append(Question(text, lang, row.get("expected_source") or None, None if esc is None else bool(esc)))
+        answerable = row.get("answerable")
+        reference = str(row.get("reference_answer") or "").strip() or None
+        out.append(
+            Question(
+                text,
+                lang,
+                row.get("expected_source") or None,
+                None if esc is None else bool(esc),
+                reference,
+                None if answerable is None else bool(answerable),
+            )  # fmt: skip
+        )
         if limit is not None and len(out) >= limit:
             break
     return out
@@ -106,10 +126,15 @@ def hit_at(expected: str | None, sources: Sequence[Source], k: int) -> bool | No
 
 def is_answer(route: str, text: str, reason: str = "") -> bool:
     """An FAQ or model reply that actually answers: not a clarifying question, not a "don't know"."""
-    if route not in ("faq", "model") or reason in NON_ANSWER_REASONS or not text.strip():
+    if route not in ("faq", "model") or _kind(reason) in NON_ANSWER_REASONS or not text.strip():
         return False
     low = text.casefold()
     return not any(marker in low for marker in DONT_KNOW_MARKERS)
+
+
+def _kind(reason: str) -> str:
+    """A reply reason without its detail ("guard_extractive:ungrounded" -> "guard_extractive")."""
+    return reason.split(":", 1)[0]
 
 
 def escalation_scores(pairs: Iterable[tuple[bool, bool | None]]) -> tuple[float, float]:
@@ -174,8 +199,8 @@ def summarize(results: Sequence[QuestionResult], currency: str = "EUR") -> dict[
         "escalation_precision": precision,
         "escalation_recall": recall,
         "answered_rate": sum(r.answered for r in results) / n if n else 0.0,
-        "faq_rate": sum(r.route == "faq" and r.reason not in NON_ANSWER_REASONS for r in results) / n if n else 0.0,
-        "clarify_rate": sum(r.reason in NON_ANSWER_REASONS for r in results) / n if n else 0.0,
+        "faq_rate": sum(r.route == "faq" and _kind(r.reason) not in NOT_FAQ for r in results) / n if n else 0.0,
+        "clarify_rate": sum(_kind(r.reason) in NON_ANSWER_REASONS for r in results) / n if n else 0.0,
         "mean_compute_s": sum(r.compute_s for r in results) / n if n else 0.0,
         "p95_latency_s": percentile([r.latency_s for r in results], 95) or 0.0,
         "cost_per_question": float(round(cost, 6)),
@@ -209,11 +234,27 @@ def faq_verdict(
     return bool(expected_cat) and expected_cat == match_category
 
 
-def run(services: Any, kb: Any, questions: Sequence[Question], *, top: int = 3) -> list[QuestionResult]:
-    """Ask every question in a fresh conversation; retrieval is scored with kb.search directly."""
+def run(
+    services: Any,
+    kb: Any,
+    questions: Sequence[Question],
+    *,
+    top: int = 3,
+    checker: Any = None,
+    judge: Any = None,
+) -> list[QuestionResult]:
+    """Ask every question in a fresh conversation; retrieval is scored with kb.search directly.
+
+    Every reply is also judged answer by answer (bot/answer_eval.py) with `checker` (default: an
+    AnswerChecker with the knowledge base's embedder and vocabulary) and, when given, the LLM `judge`.
+    """
+    from bot.answer_eval import evaluate_answer
     from bot.conversation_store import new_conversation_id
+    from bot.quality import AnswerChecker, kb_vocabulary
 
     categories = kb.categories()
+    if checker is None:
+        checker = AnswerChecker(getattr(kb, "embedder", None), kb_vocabulary(kb))
     results = []
     for q in questions:
         sources = kb.search(q.question, q.lang, top=max(top, 3))
@@ -222,7 +263,9 @@ def run(services: Any, kb: Any, questions: Sequence[Question], *, top: int = 3) 
         began = time.perf_counter()
         reply = services.bot.handle_message(conversation_id, q.question, q.lang)
         latency = time.perf_counter() - began
-        compute_s, cost = _ledger_totals(services.ledger, conversation_id, reply.compute_s)
+        compute_s, cost, model_id = _ledger_totals(services.ledger, conversation_id, reply.compute_s)
+        answered = is_answer(reply.route, reply.text, reply.reason)
+        judged = evaluate_answer(checker, q, reply, shown=answered, model_id=model_id, judge=judge)
         results.append(
             QuestionResult(
                 question=q.question,
@@ -233,7 +276,7 @@ def run(services: Any, kb: Any, questions: Sequence[Question], *, top: int = 3) 
                 hit_at_3=hit_at(q.expected_source, sources, 3),
                 escalated=reply.route == "human",
                 should_escalate=q.should_escalate,
-                answered=is_answer(reply.route, reply.text, reply.reason),
+                answered=answered,
                 latency_s=latency,
                 compute_s=compute_s,
                 cost_micros=cost,
@@ -242,30 +285,41 @@ def run(services: Any, kb: Any, questions: Sequence[Question], *, top: int = 3) 
                     q, match.source if match else None, match.source.section if match else "", categories
                 ),
                 sources=tuple(s.path for s in sources[:3]),
+                answer=judged,
             )  # fmt: skip
         )
     return results
 
 
-def _ledger_totals(ledger: Any, conversation_id: str, fallback_s: float) -> tuple[float, int]:
-    """Compute seconds and cost (micro-units) of all ledger rows of one conversation."""
+def _ledger_totals(ledger: Any, conversation_id: str, fallback_s: float) -> tuple[float, int, str]:
+    """Compute seconds, cost (micro-units) and the model id of all ledger rows of one conversation."""
     with ledger.read() as db:
-        compute, cost, rows = db.execute(
-            "SELECT coalesce(sum(compute_s), 0), coalesce(sum(cost_micros), 0), count(*) FROM requests "
-            "WHERE conversation_id = ?",
+        compute, cost, rows, model_id = db.execute(
+            "SELECT coalesce(sum(compute_s), 0), coalesce(sum(cost_micros), 0), count(*), "
+            "coalesce(max(nullif(model_id, '')), '') FROM requests WHERE conversation_id = ?",
             [conversation_id],
         ).fetchone()
-    return (float(compute) if rows else fallback_s), int(cost)
+    return (float(compute) if rows else fallback_s), int(cost), str(model_id)
 
 
 def report(results: Sequence[QuestionResult], thresholds: Sequence[float] = THRESHOLDS) -> dict[str, Any]:
     """The full JSON report: headline figures, per language, FAQ threshold table, per-question rows."""
+    from bot.answer_eval import answer_figures, breakdown, row_fields
+
     out = summarize(results)
+    answered = sum(r.answered for r in results)
+    out["cost_per_answer"] = round(out["cost_per_question"] * len(results) / answered, 6) if answered else None
+    out |= answer_figures(results)
     out["by_language"] = by_language(results)
+    for lang, figures in breakdown(results, lambda r: r.lang).items():
+        out["by_language"].setdefault(lang, {}).update(figures)
+    out["by_route"] = breakdown(results, lambda r: r.answer.kind if r.answer else r.route)
+    out["by_model"] = breakdown(results, lambda r: r.answer.model_id if r.answer else "")
     out["faq_threshold_tradeoff"] = faq_tradeoff([(r.faq_score, r.faq_correct) for r in results], thresholds)
     out["rows"] = [
-        {k: v for k, v in asdict(r).items() if k not in ("cost_micros", "faq_correct")}
+        {k: v for k, v in asdict(r).items() if k not in ("cost_micros", "faq_correct", "answer")}
         | {"latency_s": round(r.latency_s, 4), "compute_s": round(r.compute_s, 4)}
+        | row_fields(r.answer)
         for r in results
     ]
     return out

@@ -115,3 +115,17 @@ UNCLAIMED = {
     ),
 }
 SOURCES_LABEL = {"en": "Sources", "de": "Quellen"}
+
+EXTRACTIVE_LEAD = {
+    "en": 'From our help centre article "{title}":',
+    "de": "Aus unserem Hilfe-Center-Artikel „{title}“:",
+}
+EXTRACTIVE_LEAD_FAQ = {
+    "en": 'From our FAQ "{title}":',
+    "de": "Aus unseren häufigen Fragen „{title}“:",
+}
+
+
+def extractive_lead(lang: Lang, title: str, *, is_faq: bool = False) -> str:
+    """The first line of an extractive answer: which article (or FAQ entry) the quoted text comes from."""
+    return (EXTRACTIVE_LEAD_FAQ if is_faq else EXTRACTIVE_LEAD)[lang].format(title=title.strip())

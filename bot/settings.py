@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -52,6 +53,34 @@ class BotSettings(BaseSettings):
     )
     ask_model_when_unsure: bool = Field(
         True, description="Ask the model (grammar-constrained) when the cheap escalation signals are unsure."
+    )
+
+    answer_mode: Literal["generate", "extractive", "auto"] = Field(
+        "auto",
+        description=(
+            "generate: the model answers from the passages; extractive: quote the passage sentences or steps "
+            "that answer best (no generation); auto: generate, and quote instead when the grounding guard "
+            "rejects the model's answer (docs/quality.md)."
+        ),
+    )
+    grounding_guard: bool = Field(
+        True,
+        description=(
+            "Check every generated sentence (grounded in the cited passages, customer's language, real words) "
+            "before it is shown. Off only to measure the unchecked model."
+        ),
+    )
+    grounding_min_overlap: float = Field(
+        0.8,
+        ge=0.0,
+        le=1.0,
+        description="Share of a generated sentence's content words that one passage unit must hold (docs/quality.md).",
+    )
+    grounding_min_similarity: float = Field(
+        0.84,
+        ge=0.0,
+        le=1.0,
+        description="Embedding cosine a generated sentence must reach with that passage unit (multilingual-e5-small).",
     )
 
     @property

@@ -21,6 +21,10 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from functools import lru_cache
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from bot.wordlists import WordList
 
 SHORTHAND = {
     "u": "you", "ya": "you", "yu": "you", "ur": "your", "yr": "your", "pls": "please", "plz": "please",
@@ -34,10 +38,10 @@ MIN_FUZZY = 4  # shorter words are too easily another word
 
 
 @lru_cache(maxsize=1)
-def _word_lists() -> tuple[frozenset[str], ...]:
-    from spellchecker import SpellChecker
+def _word_lists() -> tuple[WordList, ...]:
+    from bot.wordlists import word_list  # loaded once per process, shared with the answer checks
 
-    return tuple(frozenset(SpellChecker(language=lang, distance=1).word_frequency.dictionary) for lang in ("en", "de"))
+    return tuple(word_list(lang) for lang in ("en", "de"))
 
 
 def is_word(word: str) -> bool:

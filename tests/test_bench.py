@@ -128,6 +128,7 @@ def test_targets_are_judged_from_the_figures(tmp_path: Path) -> None:
             "server.sessions_1.total_tokens_per_s": 50.0,
             "server.sessions_4.total_tokens_per_s": 55.0,
             "server.sessions_16.total_tokens_per_s": 49.0,
+            "guard.first_text.ratio": 1.2,
         },
         tmp_path,
     )
@@ -142,6 +143,7 @@ def test_targets_are_judged_from_the_figures(tmp_path: Path) -> None:
         "faq_fast_path": None,  # not yet available: neither met nor missed
         "ledger_overhead": True,
         "concurrency_throughput": False,  # 16 sessions fell below one session's throughput
+        "guard_first_text": True,  # the guarded first text within 1.5x of the unguarded
     }
 
 

@@ -17,6 +17,7 @@ from bot.conversation import Bot
 from bot.conversation_store import ConversationStore
 from bot.kb.demo import ensure_demo_kb
 from bot.kb.search import KnowledgeBase
+from bot.settings import BotSettings
 from models.fake import ScriptedChatModel
 from models.types import ChatMessage
 from usage.ledger import Ledger
@@ -34,7 +35,11 @@ def kb_bot(data_dir: Path) -> tuple[Bot, ScriptedChatModel]:
     kb = KnowledgeBase(db)
     ensure_demo_kb(kb)
     model = ScriptedChatModel(context_size=8192)
-    bot = Bot(model=model, store=ConversationStore(db), ledger=Ledger(db, heartbeat=False), knowledge=kb)
+    # the scripted answers are not grounded in the passages: without the guard they are stored as the
+    # model's answers, which is what the prompt layout builds on (the guard has its own tests)
+    settings = BotSettings(grounding_guard=False)
+    bot = Bot(model=model, store=ConversationStore(db), ledger=Ledger(db, heartbeat=False), knowledge=kb,
+              settings=settings)  # fmt: skip
     return bot, model
 
 

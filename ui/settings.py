@@ -47,6 +47,9 @@ class ServerSettings(BaseSettings):
         "127.0.0.1",
         description="Reverse proxies trusted for X-Forwarded-For/-Proto (comma-separated IPs, or '*').",
     )
+    scripted_answer: str = Field(
+        "", description="Answer of the 'scripted' fake model (browser tests); empty: its built-in answer."
+    )
     scripted_seconds_per_token: float = Field(
         0.0, ge=0, description="Delay per token of the 'scripted' fake model (load and crash tests)."
     )

@@ -84,6 +84,13 @@ def m002_retrieval_seconds(db: Database) -> None:
     db.table("requests").add_column("retrieval_s", float)
 
 
+@migrations()
+def m003_reason(db: Database) -> None:
+    # why the request went the way it did (e.g. "kb_answer", "faq_match", "guard_extractive:ungrounded"),
+    # so operators can count how often the grounding guard replaced a model answer
+    db.table("requests").add_column("reason", str)
+
+
 def utcnow() -> datetime:
     return datetime.now(UTC)
 
@@ -182,6 +189,7 @@ class Ledger(Store):
         measurement: Measurement | None = None,
         route: str | None = None,
         error: str | None = None,
+        reason: str | None = None,
     ) -> dict[str, Any]:
         """Finish a started row with its measurement and cost; returns the stored row."""
         if status not in FINAL_STATUSES:
@@ -208,6 +216,8 @@ class Ledger(Store):
             "currency": self.profile.currency,
             "error": error,
         }
+        if reason is not None:
+            values["reason"] = reason[:200]
         if m.model_id:
             values["model_id"] = m.model_id
         if m.device:
@@ -238,7 +248,8 @@ class Ledger(Store):
         try:
             yield handle
         except GeneratorExit:
-            self.finish(handle.request_id, status="cancelled", measurement=handle.measurement, route=handle.route)
+            self.finish(handle.request_id, status="cancelled", measurement=handle.measurement, route=handle.route,
+                        reason=handle.reason)  # fmt: skip
             raise
         except BaseException as exc:
             self.finish(
@@ -247,6 +258,7 @@ class Ledger(Store):
                 measurement=handle.measurement,
                 route=handle.route,
                 error=f"{type(exc).__name__}: {exc}"[:500],
+                reason=handle.reason,
             )
             raise
         else:
@@ -256,6 +268,7 @@ class Ledger(Store):
                 measurement=handle.measurement,
                 route=handle.route,
                 error=handle.error[:500] if handle.error else None,
+                reason=handle.reason,
             )
 
     # -- recovery and liveness ---------------------------------------------------------------------
@@ -328,6 +341,7 @@ class Tracked:
     status: str = "completed"
     measurement: Measurement | None = None
     error: str | None = None
+    reason: str | None = None  # why the request took its route (the reply's reason)
 
     def fail(self, error: str, *, route: str | None = None) -> None:
         """Finish the row as `error` with this cause (the block handled the failure itself)."""

@@ -38,6 +38,7 @@ SECTIONS = (
     "ledger",
     "server",
     "accounting",
+    "guard",
     "worker",
     "buffers",
     "threads",
@@ -235,6 +236,15 @@ def judge_targets(bench: Bench) -> None:
         r = v(figure)
         shown = f"{fmt(None if r is None else r * 100, 1)}%" if percent else f"{fmt(r, 1)}x"
         bench.target(name, goal, None if r is None else r >= threshold, shown, bench.details.get(cause, ""))
+    if "guard" in sel:
+        r = v("guard.first_text.ratio")
+        bench.target(
+            "guard_first_text",
+            "grounding guard: first visible text within 1.5x of the unguarded time to first token",
+            None if r is None else r <= 1.5,
+            f"{fmt(r, 2)}x",
+            bench.details.get("cause.guard_first_text", ""),
+        )
     if "faq" in sel:
         p50 = v("faq.latency.p50")
         calls = v("faq.model_calls")

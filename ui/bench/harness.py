@@ -117,11 +117,18 @@ def ensure_model(bench: Bench, shared: Shared) -> Any:
     return shared.model
 
 
-def bot_for(bench: Bench, model: Any, name: str) -> Any:
-    """Services composed as in production (ui.app) on a fresh data directory, with `model`."""
+def bot_for(bench: Bench, model: Any, name: str, *, guarded: bool = False) -> Any:
+    """Services composed as in production (ui.app) on a fresh data directory, with `model`.
+
+    Unless `guarded`, the bot generates without the grounding guard: these figures are about the model
+    path (decode speed from streamed pieces, compute against an outside clock); the guard's own cost is
+    the `guard` section's (ui/bench/guard.py)."""
+    from bot.answering import AnswerModes
     from ui.app import build_services
 
     services = build_services(bench.workspace(name), model=cast(ChatModel, model))
+    if not guarded:
+        services.bot.answers = AnswerModes("generate", services.knowledge, guard=False)
     if hasattr(services.bot.settings, "model_timeout_s"):
         # a busy machine can slow a run far beyond the production timeout; a benchmark wants the timing
         services.bot.settings.model_timeout_s = max(services.bot.settings.model_timeout_s, 900.0)

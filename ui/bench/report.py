@@ -20,6 +20,7 @@ TITLES = {
     "worker": "The model worker process: cost of the hop per token and per request",
     "buffers": "llama.cpp's extra CPU buffer types (what the AMX guard turns off): speed on and off",
     "threads": "Decode idle and beside a busy core: thread counts and OpenMP wait policies",
+    "guard": "Grounding guard: time to the first visible text",
     "targets": "Targets",
 }
 STATUS = {True: "met", False: "**missed**", None: "not measured"}

@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from ui.bench import accounting, cache, decode, limits, report, server, system, threads, worker
+from ui.bench import accounting, cache, decode, guard, limits, report, server, system, threads, worker
 from ui.bench.core import SECTIONS, Bench, BenchOptions, Shared, judge_targets
 
 SectionFn = Callable[[Bench, Shared], None]
@@ -24,6 +24,7 @@ FUNCTIONS: dict[str, SectionFn] = {
     "worker": worker.worker_hop,
     "buffers": worker.extra_buffers,
     "threads": threads.threads,
+    "guard": guard.guard,
 }
 
 

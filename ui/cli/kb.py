@@ -91,6 +91,23 @@ def search(query: str, top: int, lang: str | None, data_dir: Path | None, as_jso
 @click.option("--limit", type=click.IntRange(1), default=None, help="Only the first N questions.")
 @click.option("--faq-threshold", type=click.FloatRange(0, 1), default=None, help="FAQ fast-path threshold.")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Per-question CSV.")
+@click.option(
+    "--answer-mode",
+    type=click.Choice(["generate", "extractive", "auto"]),
+    default=None,
+    help="Answer mode to evaluate (default: FIRSTLINE_ANSWER_MODE, else auto).",
+)
+@click.option(
+    "--judge",
+    "judge_url",
+    default=None,
+    metavar="URL",
+    help="OpenAI-compatible endpoint (e.g. http://host:8000/v1) whose model also scores faithfulness and relevance.",
+)
+@click.option("--judge-model", default=None, help="Model name for --judge (default: the endpoint's first model).")
+@click.option(
+    "--judge-api-key", envvar="FIRSTLINE_JUDGE_API_KEY", default=None, help="Bearer token for --judge, if it needs one."
+)
 @data_dir_option
 @json_option
 @friendly_errors
@@ -99,13 +116,18 @@ def eval_command(
     limit: int | None,
     faq_threshold: float | None,
     out: Path | None,
+    answer_mode: str | None,
+    judge_url: str | None,
+    judge_model: str | None,
+    judge_api_key: str | None,
     data_dir: Path | None,
     as_json: bool,
 ) -> None:
     """Run a question set (JSON Lines) through the chat path and score it.
 
-    Retrieval hit@k uses the knowledge base's search directly (independent of routing); see
-    bot/evaluation.py for every definition.
+    Retrieval hit@k uses the knowledge base's search directly (independent of routing); answers are
+    scored for groundedness, reference agreement, language, well-formedness and abstention. See
+    bot/evaluation.py, bot/answer_eval.py and docs/quality.md for every definition.
     """
     from bot import evaluation
     from bot.kb.demo import ensure_demo_kb
@@ -118,6 +140,16 @@ def eval_command(
         fail(str(exc), 2)
     if faq_threshold is not None:  # the entry point composes settings; the bot reads them from here
         os.environ["FIRSTLINE_FAQ_THRESHOLD"] = str(faq_threshold)
+    if answer_mode is not None:
+        os.environ["FIRSTLINE_ANSWER_MODE"] = answer_mode
+    judge = None
+    if judge_url is not None:
+        from bot.judge import Judge, JudgeError
+
+        try:
+            judge = Judge(judge_url, model=judge_model, api_key=judge_api_key)
+        except JudgeError as exc:
+            fail(str(exc), 2)
     services = build_services(data_dir)
     base = getattr(services, "knowledge", None)  # the chat's own knowledge base: metrics match the product
     own_kb = base is None
@@ -130,11 +162,13 @@ def eval_command(
         )
     try:
         ensure_demo_kb(base)
-        results = evaluation.run(services, base, items)
+        results = evaluation.run(services, base, items, judge=judge)
     finally:
         if own_kb:
             base.close()
         services.close()
+        if judge is not None:
+            judge.close()
     payload = evaluation.report(results)
     if out is not None:
         write_rows(out, payload["rows"])
@@ -167,6 +201,17 @@ def print_report(payload: dict[str, Any]) -> None:
             f"  {lang:<16} {row['questions']:>9}  {cell(row['retrieval_hit_at_1']):>5}  "
             f"{cell(row['retrieval_hit_at_3']):>5}"
         )
+    click.echo("\nanswers by      questions  shown  grounded  garbled  lang ok  ref F1  abstain recall")
+    groups = [("language", payload["by_language"]), ("route", payload.get("by_route", {})),
+              ("model", payload.get("by_model", {}))]  # fmt: skip
+    for label, rows in groups:
+        for name, row in rows.items():
+            click.echo(
+                f"  {label + ' ' + name:<14} {row['questions']:>9}  {row.get('answers_shown', 0):>5}  "
+                f"{_fmt(row.get('grounded_mean')):>8}  {_fmt(row.get('garbled_rate')):>7}  "
+                f"{_fmt(row.get('language_match_rate')):>7}  {_fmt(row.get('reference_f1')):>6}  "
+                f"{_fmt(row.get('abstention_recall')):>6}"
+            )
     click.echo("\nfaq threshold  answers  share  precision")
     for row in payload["faq_threshold_tradeoff"]:
         click.echo(

@@ -148,6 +148,8 @@ def build_app(services: Services, extra_mounts: list[Callable[[FastAPI, Services
 
     if settings.scripted_seconds_per_token and hasattr(services.model, "seconds_per_token"):
         services.model.seconds_per_token = settings.scripted_seconds_per_token  # the fake model, for load tests
+    if settings.scripted_answer and hasattr(services.model, "default_answer"):
+        services.model.default_answer = settings.scripted_answer  # the fake model, for browser tests
     limits = ChatLimits.create(
         settings.chat_rate_limit, settings.chat_rate_limit_per_client, settings.chat_rate_window_s
     )
@@ -168,6 +170,7 @@ def serve(services: Services) -> None:
 
     s = services.server_settings
     app = build_app(services)
+    services.bot.answers.warm()  # word lists and the embedder load now, not in the first customer's answer
     print(f"firstline: serving on http://{s.host}:{s.port}/  (customer chat at {CHAT_PATH}/)", flush=True)
     # behind a reverse proxy on a trusted address, X-Forwarded-Proto/-For give the real scheme (secure
     # cookies) and client address (rate limits); see docs/security.md
