@@ -208,9 +208,9 @@ def print_report(payload: dict[str, Any]) -> None:
         for name, row in rows.items():
             click.echo(
                 f"  {label + ' ' + name:<14} {row['questions']:>9}  {row.get('answers_shown', 0):>5}  "
-                f"{_fmt(row.get('grounded_mean')):>8}  {_fmt(row.get('garbled_rate')):>7}  "
-                f"{_fmt(row.get('language_match_rate')):>7}  {_fmt(row.get('reference_f1')):>6}  "
-                f"{_fmt(row.get('abstention_recall')):>6}"
+                f"{cell(row.get('grounded_mean')):>8}  {cell(row.get('garbled_rate')):>7}  "
+                f"{cell(row.get('language_match_rate')):>7}  {cell(row.get('reference_f1')):>6}  "
+                f"{cell(row.get('abstention_recall')):>6}"
             )
     click.echo("\nfaq threshold  answers  share  precision")
     for row in payload["faq_threshold_tradeoff"]:
