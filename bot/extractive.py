@@ -28,7 +28,7 @@ from bot.quality import lexical_support
 from bot.textunits import Unit, passage_units
 from bot.types import Lang, Source
 
-MIN_SCORE = 0.45  # best unit score below which no extractive answer is given (docs/quality.md)
+MIN_SCORE = 0.5  # best unit score below which no extractive answer is given (docs/quality.md)
 NEAR_BEST = 0.85  # further units are taken when they score at least this share of the best one
 QUESTION_COSINE = (0.75, 0.88)  # query vs passage cosines: unrelated .. answers the question
 MAX_UNITS = 3
