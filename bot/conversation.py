@@ -134,8 +134,9 @@ class Bot:
                 outcome = Reply(answer, "faq", conversation_id, rid, lang, (), None, compute_s, "clarify")
             elif not self.answers.generates:
                 req.route = "faq"  # quoted from the knowledge base: no model call
-                outcome = self._answer_extractive(conversation_id, req, text, lang, history, decision, "extractive",
-                                                  "clarify:no_extract", escalation.NO_KB_MATCH)  # fmt: skip
+                outcome = self._quote(conversation_id, req, text, lang, decision, "extractive") or self._ask_back(
+                    conversation_id, req, lang, history, decision, "clarify:no_extract", escalation.NO_KB_MATCH
+                )
             else:
                 max_tokens = self.max_tokens if step < Step.short_answers else max(32, self.max_tokens // 4)
                 outcome = yield from self._answer_with_model(conversation_id, req, text, lang, history, decision,
@@ -305,49 +306,39 @@ class Bot:
             if guard.failure is not None:
                 cause = guard.failure.reason
                 log.info("grounding guard stopped a model answer in conversation %s: %s", conversation_id, cause)
-                if guard.rejected:
-                    return self._replace(conversation_id, req, text, lang, history, decision, cause)
-                reason = f"guard_truncated:{cause}"
+                # auto: the whole answer is replaced by the quote, also when its first sentences were shown
+                quoted = None
+                if self.answers.falls_back_to_quotes:
+                    quoted = self._quote(conversation_id, req, text, lang, decision, f"guard_extractive:{cause}")
+                if quoted is not None:
+                    return quoted
+                if guard.rejected:  # nothing shown and nothing to quote: ask back, or hand over the second time
+                    return self._ask_back(conversation_id, req, lang, history, decision, f"guard_clarify:{cause}",
+                                          ANSWER_REJECTED, f"guard_escalate:{cause}")  # fmt: skip
+                reason = f"guard_truncated:{cause}"  # the sentences shown before the failure stay
         answer = sanitize_answer("".join(shown).strip(), [s.url for s in sources])
         self.store.add_message(
             conversation_id, "assistant", answer, lang=lang, request_id=rid, route="model", sources=sources
         )
         return Reply(answer, "model", conversation_id, rid, lang, sources, None, req.measurement.compute_s, reason)
 
-    def _replace(
-        self, conversation_id: str, req: Tracked, text: str, lang: Lang, history: list[Message], decision: Decision,
-        cause: str,
-    ) -> Reply | _Escalation:  # fmt: skip
-        """The model's answer failed the guard before any of it was shown: quote the passages instead (auto),
-        else ask back or, when the customer was already asked, hand over. The ledger row keeps route `model`
-        (its compute was spent) and records the replacement as its reason."""
-        if self.answers.falls_back_to_quotes:
-            return self._answer_extractive(conversation_id, req, text, lang, history, decision,
-                                           f"guard_extractive:{cause}", f"guard_clarify:{cause}", ANSWER_REJECTED,
-                                           f"guard_escalate:{cause}")  # fmt: skip
-        return self._ask_back(conversation_id, req, lang, history, decision, f"guard_clarify:{cause}",
-                              ANSWER_REJECTED, f"guard_escalate:{cause}")  # fmt: skip
-
-    def _answer_extractive(
-        self, conversation_id: str, req: Tracked, text: str, lang: Lang, history: list[Message], decision: Decision,
-        reason: str, clarify_reason: str, escalation_reason: str, escalation_note: str | None = None,
-    ) -> Reply | _Escalation:  # fmt: skip
-        """Quote the passage units that answer best (bot/extractive.py), citing only the quoted article;
-        when nothing fits, ask back or hand over as when nothing relevant is found."""
+    def _quote(
+        self, conversation_id: str, req: Tracked, text: str, lang: Lang, decision: Decision, reason: str
+    ) -> Reply | None:
+        """An extractive answer (bot/extractive.py) citing only the quoted article, or None when nothing in the
+        passages answers well enough. Its compute is billed like retrieval's."""
         t0 = time.perf_counter()
         extract = self.answers.extract(text, lang, decision.sources)
-        spent = time.perf_counter() - t0  # billed like retrieval: compute outside the model
         m = req.measurement or Measurement()
-        req.measurement = replace(m, retrieval_s=m.retrieval_s + spent)
+        req.measurement = replace(m, retrieval_s=m.retrieval_s + time.perf_counter() - t0)
         if extract is None:
-            return self._ask_back(conversation_id, req, lang, history, decision, clarify_reason, escalation_reason,
-                                  escalation_note)  # fmt: skip
+            return None
         req.reason = reason
         sources = (extract.source,)
-        compute_s = req.measurement.compute_s if req.measurement else 0.0
         self.store.add_message(conversation_id, "assistant", extract.text, lang=lang, request_id=req.request_id,
                                route="extractive", sources=sources)  # fmt: skip
-        return Reply(extract.text, "faq", conversation_id, req.request_id, lang, sources, None, compute_s, reason)
+        return Reply(extract.text, "faq", conversation_id, req.request_id, lang, sources, None,
+                     req.measurement.compute_s, reason)  # fmt: skip
 
     def _ask_back(
         self, conversation_id: str, req: Tracked, lang: Lang, history: list[Message], decision: Decision,

@@ -7,9 +7,10 @@ sentence is then checked (bot/quality.AnswerChecker) and released only when it
 - keeps the answer's share of unknown words at or below `garbled_limit` (5 %), and
 - is supported by the cited passages (or makes no claim, e.g. an offer to hand over).
 
-The first failing sentence stops the generation. If nothing was released yet, the answer fails as a
-whole and the bot replaces it (an extractive answer, else asking back or handing over); if earlier
-sentences were already shown, the answer ends after them. A sentence cut off by the token limit is
+The first failing sentence stops the generation and the answer has failed: the bot replaces it (in
+`auto` mode by an extractive answer, also when its first sentences were already shown; when nothing
+was shown and nothing can be quoted, by asking back or handing over); otherwise the answer ends after the
+sentences already shown. A sentence cut off by the token limit is
 dropped. Releasing per sentence delays the first visible text by about one sentence of decoding plus one
 check (tens of milliseconds), which `firstline bench` measures against the unguarded stream.
 """

@@ -92,13 +92,32 @@ def test_a_grounded_answer_streams_sentence_by_sentence(services: Any, model: Sc
     assert reply.route == "model" and reply.reason == "kb_answer" and reply.text == GOOD_DE
 
 
-def test_an_invented_fact_ends_the_answer_before_it(services: Any, model: ScriptedChatModel, data_dir: Path) -> None:
+def test_an_invented_fact_ends_the_answer_before_it(
+    data_dir: Path, model: ScriptedChatModel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    services = make_services(data_dir, model, monkeypatch, answer_mode="generate")
+    try:
+        model.enqueue("Wenn alle Leuchten orange blinken, läuft ein Update. Das Update kostet 19,99 € extra.")
+        pieces, reply = ask(services, "c-trunc", ORANGE_Q)
+        assert "".join(pieces).strip() == "Wenn alle Leuchten orange blinken, läuft ein Update."
+        assert reply.text == "Wenn alle Leuchten orange blinken, läuft ein Update."
+        assert reply.reason == "guard_truncated:ungrounded" and reply.route == "model"
+        assert "19,99" not in str(rows(data_dir, "SELECT content FROM messages"))
+    finally:
+        services.close()
+
+
+def test_auto_mode_replaces_a_failing_answer_even_after_its_first_sentence(
+    services: Any, model: ScriptedChatModel, data_dir: Path
+) -> None:
     model.enqueue("Wenn alle Leuchten orange blinken, läuft ein Update. Das Update kostet 19,99 € extra.")
-    pieces, reply = ask(services, "c-trunc", ORANGE_Q)
-    assert "".join(pieces).strip() == "Wenn alle Leuchten orange blinken, läuft ein Update."
-    assert reply.text == "Wenn alle Leuchten orange blinken, läuft ein Update."
-    assert reply.reason == "guard_truncated:ungrounded" and reply.route == "model"
-    assert "19,99" not in str(rows(data_dir, "SELECT content FROM messages"))
+    pieces, reply = ask(services, "c-auto-trunc", ORANGE_Q)
+    assert "".join(pieces).strip() == "Wenn alle Leuchten orange blinken, läuft ein Update."  # streamed, checked
+    assert reply.reason == "guard_extractive:ungrounded" and reply.route == "faq"  # then replaced by the quote
+    assert reply.text.startswith("Aus unserem Hilfe-Center-Artikel") and "19,99" not in reply.text
+    stored = rows(data_dir, "SELECT content, route FROM messages WHERE conversation_id = 'c-auto-trunc' "
+                            "AND role = 'assistant'")  # fmt: skip
+    assert stored == [(reply.text, "extractive")]  # the chat page redraws the bubble from this row
 
 
 def test_generate_mode_asks_back_then_hands_over(
