@@ -142,6 +142,11 @@ def _term_found(term: str, terms: set[str]) -> bool:
     return any(len(t) >= 4 and (term.endswith(t) or term.startswith(t) or t.endswith(term)) for t in terms)
 
 
+def _plain(text: str) -> str:
+    """Lower-case words of a text joined by single spaces (markup, punctuation and list markers dropped)."""
+    return " ".join(words(text))
+
+
 def lexical_support(sentence_terms: Sequence[str], passage_terms: set[str]) -> float:
     """Share of a sentence's content terms found among the passages' terms (1.0 when it has none)."""
     if not sentence_terms:
@@ -165,6 +170,7 @@ class Evidence:
     unit_terms: list[set[str]]
     facts: set[str]
     vectors: Any  # (n, dim) float32, or None without an embedder
+    plain: str = ""  # the passages as lower-case words, for spotting word-for-word quotes
 
 
 def evidence_units(passage: Source | str) -> list[tuple[str, str]]:
@@ -179,8 +185,10 @@ def evidence_units(passage: Source | str) -> list[tuple[str, str]]:
     out: list[tuple[str, str]] = []
     for u in units:
         out.append((u.text, f"{context} {u.section}"))
-        if u.kind == "list":  # a sentence may restate one step or item of a list
-            out += [(line, f"{context} {u.section}") for line in iter_lines(u.text) if len(u.text.splitlines()) > 1]
+        # a sentence may restate one step or item of a list, or one sentence of a longer unit
+        lines = list(iter_lines(u.text)) if u.kind == "list" else [u.text]
+        parts = [p for line in lines for p in [line, *split_sentences(line)] if p != u.text]
+        out += [(p, f"{context} {u.section}") for p in dict.fromkeys(parts)]
     return out
 
 
@@ -209,7 +217,8 @@ class AnswerChecker:
         texts = [f"{p.title} {p.section} {p.snippet}" if isinstance(p, Source) else p for p in passages]
         known_facts = facts(" ".join(texts) + " " + question)
         vectors = self.embedder.embed_passages(units) if self.embedder is not None and units else None
-        return Evidence(lang, units, unit_terms, known_facts, vectors)
+        plain = " | ".join(f" {_plain(t)} " for t in texts)
+        return Evidence(lang, units, unit_terms, known_facts, vectors, plain)
 
     # -- sentences --------------------------------------------------------------------------------------
     def check_sentences(self, sentences: Sequence[str], evidence: Evidence, question: str = "") -> list[SentenceCheck]:
@@ -229,6 +238,8 @@ class AnswerChecker:
             support = min(lexical / self.min_overlap, 1.0)
             if cos is not None:
                 support = min(support, similarity / self.min_similarity)
+            if _plain(body) and f" {_plain(body)} " in evidence.plain:  # quoted word for word: supported
+                support = 1.0
             facts_ok = facts(body) <= evidence.facts
             neutral = is_neutral(text, len(terms)) and facts_ok
             lang, margin = identify_language(text)
