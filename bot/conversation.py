@@ -306,16 +306,17 @@ class Bot:
             if guard.failure is not None:
                 cause = guard.failure.reason
                 log.info("grounding guard stopped a model answer in conversation %s: %s", conversation_id, cause)
-                # auto: the whole answer is replaced by the quote, also when its first sentences were shown
-                quoted = None
+                # auto: the whole answer is replaced by the quote, also when its first sentences were shown; when
+                # nothing in the passages answers the question well enough to quote, the first sentences (often
+                # true but beside the question) go too, and the bot asks back
                 if self.answers.falls_back_to_quotes:
                     quoted = self._quote(conversation_id, req, text, lang, decision, f"guard_extractive:{cause}")
-                if quoted is not None:
-                    return quoted
-                if guard.rejected:  # nothing shown and nothing to quote: ask back, or hand over the second time
+                    if quoted is not None:
+                        return quoted
+                if guard.rejected or self.answers.falls_back_to_quotes:
                     return self._ask_back(conversation_id, req, lang, history, decision, f"guard_clarify:{cause}",
                                           ANSWER_REJECTED, f"guard_escalate:{cause}")  # fmt: skip
-                reason = f"guard_truncated:{cause}"  # the sentences shown before the failure stay
+                reason = f"guard_truncated:{cause}"  # generate: the sentences shown before the failure stay
         answer = sanitize_answer("".join(shown).strip(), [s.url for s in sources])
         self.store.add_message(
             conversation_id, "assistant", answer, lang=lang, request_id=rid, route="model", sources=sources

@@ -7,10 +7,10 @@ sentence is then checked (bot/quality.AnswerChecker) and released only when it
 - keeps the answer's share of unknown words at or below `garbled_limit` (5 %), and
 - is supported by the cited passages (or makes no claim, e.g. an offer to hand over).
 
-The first failing sentence stops the generation and the answer has failed: the bot replaces it (in
-`auto` mode by an extractive answer, also when its first sentences were already shown; when nothing
-was shown and nothing can be quoted, by asking back or handing over); otherwise the answer ends after the
-sentences already shown. A sentence cut off by the token limit is
+The first failing sentence stops the generation and the answer has failed: in `auto` mode the bot
+replaces all of it, also when its first sentences were already shown (by an extractive answer, else by
+asking back or handing over); in `generate` mode an answer of which nothing was shown is replaced by
+asking back, and one whose first sentences were shown ends after them. A sentence cut off by the token limit is
 dropped. Releasing per sentence delays the first visible text by about one sentence of decoding plus one
 check (tens of milliseconds), which `firstline bench` measures against the unguarded stream.
 """
