@@ -110,11 +110,12 @@ def load_questions(path: Path, limit: int | None = None) -> list[Question]:
 
 # -- pure scoring ----------------------------------------------------------------------------------------
 def source_matches(expected: str, source: Source) -> bool:
-    """`expected` names the source: its path, the path's final component, or its title (case-insensitive)."""
-    want = expected.strip().casefold()
+    """`expected` names the source: its path, the path's final component, or its title (case-insensitive);
+    "a.md|b.md" accepts either (a question that two articles answer equally well)."""
     path = source.path.casefold()
     final = path.split("#", 1)[0].rsplit("/", 1)[-1]
-    return want in (path, final, source.title.strip().casefold())
+    names = (path, final, source.title.strip().casefold())
+    return any(want.strip().casefold() in names for want in expected.split("|"))
 
 
 def hit_at(expected: str | None, sources: Sequence[Source], k: int) -> bool | None:
@@ -230,8 +231,9 @@ def faq_verdict(
         return False
     if source_matches(question.expected_source, match_source):
         return True
-    expected_cat = categories.get(question.expected_source.casefold().rsplit("/", 1)[-1], "")
-    return bool(expected_cat) and expected_cat == match_category
+    wanted = (w.strip().casefold().rsplit("/", 1)[-1] for w in question.expected_source.split("|"))
+    expected_cats = {categories.get(w, "") for w in wanted} - {""}
+    return match_category in expected_cats
 
 
 def run(

@@ -42,7 +42,9 @@ INTENTS: dict[str, tuple[str | None, bool | None, bool | None]] = {
     "get_invoice": ("understanding-your-bill.md", False, True),
     "edit_account": ("change-personal-data.md", False, True),
     "delete_account": ("delete-account.md", False, True),
-    "check_cancellation_fee": ("contract-term-notice-period.md", False, True),
+    # two articles answer it: no ordinary early exit during the minimum term (contract-term-notice-period),
+    # and early "special cancellation" plus the router fee after cancelling (cancel-contract)
+    "check_cancellation_fee": ("contract-term-notice-period.md|cancel-contract.md", False, True),
     # "how can I reach customer service" is an FAQ entry; "I have to talk to customer service" is a
     # request for a person: both outcomes are right, so escalation is not scored for this intent
     "contact_customer_service": ("How can I reach Lumenet customer service?", None, None),

@@ -145,8 +145,11 @@ def test_embeddings_are_stored_as_float32_blobs(hybrid: KnowledgeBase, embedder:
     with hybrid.read() as db:
         chunks = db.execute("SELECT count(*) FROM kb_chunks").fetchone()[0]
         faqs = db.execute("SELECT count(*) FROM kb_documents WHERE kind = 'faq'").fetchone()[0]
+        articles = db.execute("SELECT count(*) FROM kb_documents WHERE kind = 'article'").fetchone()[0]
         rows = db.execute("SELECT role, model, vector FROM kb_vectors").fetchall()
-    assert len(rows) == chunks + faqs  # every passage, plus each FAQ question on its own
+    # every passage, each FAQ question on its own, and each article's outline (title and headings)
+    assert len(rows) == chunks + faqs + articles
+    assert sum(r[0] == "outline" for r in rows) == articles
     assert {r[1] for r in rows} == {embedder.model_id}
     matrix = from_blob([r[2] for r in rows], embedder.dim)
     assert matrix.dtype == np.float32 and matrix.shape == (len(rows), 384)

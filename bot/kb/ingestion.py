@@ -2,8 +2,10 @@
 
 One file is one transaction: a crash or a bad file never loses another. Unchanged files (same sha256 and
 parser version) are skipped, changed ones replaced, files gone from an ingested folder removed. With an
-embedder, every passage (and every FAQ question, as a query) gets a vector; chunks ingested before the
-embedder was enabled are embedded on first use (`_backfill_vectors`).
+embedder, every passage (and every FAQ question, as a query) gets a vector, and every article its
+*outline* (title and headings, one passage: the title and heading field of dense search, stored with the
+article's first chunk); chunks ingested before the embedder was enabled (or before outlines existed) are
+embedded on first use (`_backfill_vectors`).
 """
 
 from __future__ import annotations
@@ -171,10 +173,10 @@ class Ingestion(Store):
         db.execute(f"DELETE FROM kb_documents WHERE {where}", params)  # chunks and vectors cascade
 
     def _embed_records(self, records: list[dict[str, Any]]) -> list[list[bytes]] | None:
-        """Vectors for every record's (role, text) pairs: passages, and FAQ questions as queries."""
+        """Vectors for every record's (chunk, role, text) triples: passages, outlines, FAQ questions."""
         if self.embedder is None:
             return None
-        pairs = [p for r in records for p in r["embed"]]
+        pairs = [(role, text) for r in records for _, role, text in r["embed"]]
         blobs = self._embed_pairs(pairs)
         out, i = [], 0
         for r in records:
@@ -185,8 +187,8 @@ class Ingestion(Store):
     def _embed_pairs(self, pairs: list[tuple[str, str]]) -> list[bytes]:
         assert self.embedder is not None
         blobs: list[bytes] = [b""] * len(pairs)
-        for role, embed in (("passage", self.embedder.embed_passages), ("question", self.embedder.embed_queries)):
-            idx = [i for i, (r, _) in enumerate(pairs) if r == role]
+        for query, embed in ((False, self.embedder.embed_passages), (True, self.embedder.embed_queries)):
+            idx = [i for i, (r, _) in enumerate(pairs) if (r in QUERY_ROLES) == query]
             if idx:
                 for i, vec in zip(idx, embed([pairs[i][1] for i in idx]), strict=True):
                     blobs[i] = to_blob(vec)
@@ -218,10 +220,9 @@ class Ingestion(Store):
                 fts.append((chunk_id, title_terms, " ".join(analyze(section, lang)), " ".join(analyze(text, lang)),
                             lang, rec["kind"]))  # fmt: skip
                 if vectors is not None and self.embedder is not None:
-                    roles = [r for r, _ in rec["embed"]]
-                    per_chunk = len(roles) // max(len(rec["chunks"]), 1)
-                    for j in range(per_chunk * ord_, per_chunk * (ord_ + 1)):
-                        vecs.append((chunk_id, roles[j], self.embedder.model_id, vectors[n][j]))
+                    for j, (of_chunk, role, _) in enumerate(rec["embed"]):
+                        if of_chunk == ord_:
+                            vecs.append((chunk_id, role, self.embedder.model_id, vectors[n][j]))
         db.conn.executemany(
             "INSERT INTO kb_fts (rowid, title, section, body, lang, kind) VALUES (?, ?, ?, ?, ?, ?)", fts
         )
@@ -253,6 +254,33 @@ class Ingestion(Store):
                 )
         if rows:
             log.info("embedded %d chunks missing a vector for %s", len(rows), self.embedder.model_id)
+        self._backfill_outlines()
+
+    def _backfill_outlines(self) -> None:
+        """Embed the outline of articles that have none for the current model (ingested before outlines)."""
+        assert self.embedder is not None
+        with self.read() as db:
+            rows = db.execute(
+                "SELECT d.id, d.title, c.id, c.ord, c.section FROM kb_documents d "
+                "JOIN kb_chunks c ON c.document_id = d.id WHERE d.kind = 'article' AND NOT EXISTS ("
+                "SELECT 1 FROM kb_vectors v JOIN kb_chunks f ON f.id = v.chunk_id WHERE f.document_id = d.id "
+                "AND v.role = 'outline' AND v.model = ?) ORDER BY d.id, c.ord",
+                [self.embedder.model_id],
+            ).fetchall()
+        articles: dict[int, tuple[str, int, list[str]]] = {}
+        for doc, title, chunk, _, section in rows:
+            articles.setdefault(doc, (title, chunk, []))[2].append(section)
+        items = [(first, outline_text(title, sections)) for title, first, sections in articles.values()]
+        for start in range(0, len(items), 256):
+            part = items[start : start + 256]
+            blobs = self._embed_pairs([("outline", text) for _, text in part])
+            with self.write() as db:
+                db.conn.executemany(
+                    "INSERT OR REPLACE INTO kb_vectors (chunk_id, role, model, vector) VALUES (?, 'outline', ?, ?)",
+                    [(chunk, self.embedder.model_id, b) for (chunk, _), b in zip(part, blobs, strict=True)],
+                )
+        if items:
+            log.info("embedded the outline of %d articles for %s", len(items), self.embedder.model_id)
 
     # -- FAQ entries from staff -----------------------------------------------------------------------
     def add_faq(self, question: str, answer: str, lang: Lang, *, category: str = "", origin: str = "staff") -> Source:
@@ -270,6 +298,15 @@ class Ingestion(Store):
         return Source(title=entry.question, path=path, score=1.0, snippet=entry.answer, section=category)
 
 
+QUERY_ROLES = frozenset({"question"})  # embedded as search queries; "passage" and "outline" as passages
+
+
+def outline_text(title: str, sections: Sequence[str]) -> str:
+    """An article's outline: its title and its headings in order ("Title: heading; heading; ...")."""
+    headings = list(dict.fromkeys(s for s in sections if s))
+    return f"{title}: " + "; ".join(headings) if headings else title
+
+
 def embed_texts(kind: str, title: str, section: str, text: str) -> list[tuple[str, str]]:
     """What is embedded for a chunk: the passage with its title; for an FAQ entry also its question."""
     if kind == "faq":
@@ -282,7 +319,9 @@ def _article_record(article: Article, rel: str) -> dict[str, Any]:
     return {
         "kind": "article", "path": rel, "title": article.title, "url": article.url, "lang": article.lang,
         "category": article.category, "chunks": chunks,
-        "embed": [p for s, t in chunks for p in embed_texts("article", article.title, s, t)],
+        "embed": [(i, role, text) for i, (s, t) in enumerate(chunks) for role, text in
+                  embed_texts("article", article.title, s, t)]
+        + [(0, "outline", outline_text(article.title, [s for s, _ in chunks]))],
     }  # fmt: skip
 
 
@@ -290,5 +329,6 @@ def _faq_record(entry: FaqEntry, rel: str) -> dict[str, Any]:
     return {
         "kind": "faq", "path": f"{rel}#{entry.number}", "title": entry.question, "url": entry.url,
         "lang": entry.lang, "category": entry.category, "answer": entry.answer,
-        "chunks": [("", entry.answer)], "embed": embed_texts("faq", entry.question, "", entry.answer),
+        "chunks": [("", entry.answer)],
+        "embed": [(0, role, text) for role, text in embed_texts("faq", entry.question, "", entry.answer)],
     }  # fmt: skip

@@ -18,7 +18,9 @@ from bot.kb.analysis import QueryTerm
 from bot.types import Lang, Source
 
 RRF_K = 60  # reciprocal rank fusion constant (the usual value)
-FUSION_WEIGHTS = (1.0, 2.0)  # lexical, dense: dense counts more (it copes with paraphrase and typos)
+# lexical, dense passages, dense outlines (title and headings): dense counts more (it copes with paraphrase
+# and typos); the outline ranking breaks ties between articles on the same topic (docs/quality.md)
+FUSION_WEIGHTS = (1.0, 2.0, 0.5)
 FAQ_IN_SEARCH = 1  # FAQ entries among search results while articles fill the rest (see mix)
 COSINE = (0.75, 0.90)  # passage cosines: unrelated .. clearly relevant (multilingual-e5-small)
 QQ_COSINE = (0.80, 0.95)  # question-to-question cosines: unrelated .. same question
@@ -105,6 +107,13 @@ def mix(hits: list[Hit], top: int) -> list[Hit]:
         ceiling = min(ceiling, h.score)
         ranked.append(h if h.score == ceiling else replace(h, score=ceiling))
     return ranked
+
+
+def by_outline(outline: dict[int, float], faq: dict[int, float], doc_of: dict[int, int]) -> list[int]:
+    """Documents by outline cosine: articles by their outline's, FAQ entries (no outline: a question and
+    its answer) by their passage's, so both kinds stay in the race (chunk ids -> cosine; doc ids out)."""
+    sims = {doc_of[c]: s for c, s in (outline | faq).items() if c in doc_of}
+    return sorted(sims, key=lambda d: -sims[d])
 
 
 def first_per_document(ranking: list[int], doc_of: dict[int, int]) -> list[int]:

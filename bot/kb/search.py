@@ -31,6 +31,7 @@ from bot.kb.ranking import (
     COSINE,
     QQ_COSINE,
     Hit,
+    by_outline,
     coverage,
     first_per_document,
     mix,
@@ -131,20 +132,33 @@ class KnowledgeBase(Ingestion):
         lexical = rank_lexical(qterms, rows)  # chunk id -> (bm25-like score, coverage)
         qvec = self._query_vector(query)
         dense = self._dense_scores(qvec, lang, "passage", None, kinds) if qvec is not None else {}
-        relevance: dict[int, float] = {}
-        for cid in set(lexical) | set(dense):
-            cover = lexical.get(cid, (0.0, 0.0))[1]
-            relevance[cid] = cover if qvec is None else 0.5 * cover + 0.5 * rescale(dense.get(cid, 0.0), *COSINE)
         rankings = [sorted(lexical, key=lambda c: -lexical[c][0]), sorted(dense, key=lambda c: -dense[c])]
-        doc_of = self._documents_of(set(lexical) | set(dense))
+        outline: dict[int, float] = {}
+        faq: dict[int, float] = {}
+        if qvec is not None and "article" in kinds:  # the title and heading field: one vector per article
+            outline = self._dense_scores(qvec, lang, "outline", None, ("article",))
+            faq = self._dense_scores(qvec, lang, "passage", None, ("faq",)) if "faq" in kinds else {}
+        doc_of = self._documents_of(set(lexical) | set(dense) | set(outline) | set(faq))
         by_chunk = rrf(rankings)  # picks each document's passage: the one both rankings like best
         best: dict[int, int] = {}
         for cid, doc in doc_of.items():
-            if doc not in best or by_chunk[cid] > by_chunk[best[doc]]:
+            if cid in by_chunk and (doc not in best or by_chunk[cid] > by_chunk[best[doc]]):
                 best[doc] = cid
-        fused = rrf([first_per_document(r, doc_of) for r in rankings])  # documents, not passages, compete
-        order = sorted(fused, key=lambda d: -fused[d])
-        return mix(self._hits([best[d] for d in order[: top * 3]], relevance), top)
+        documents = [first_per_document(r, doc_of) for r in rankings]
+        if outline:
+            documents.append(by_outline(outline, faq, doc_of))
+            for cid in outline | faq:  # found by its outline alone: the chunk that carries the outline
+                best.setdefault(doc_of[cid], cid)
+        fused = rrf(documents)  # documents, not passages, compete
+        chosen = [best[d] for d in sorted(fused, key=lambda d: -fused[d])[: top * 3]]
+        unseen = [c for c in chosen if c not in dense and c not in lexical]  # found by its outline alone
+        if qvec is not None and unseen:
+            dense = dense | self._dense_scores(qvec, lang, "passage", unseen, kinds)
+        relevance: dict[int, float] = {}
+        for cid in chosen:
+            cover = lexical.get(cid, (0.0, 0.0))[1]
+            relevance[cid] = cover if qvec is None else 0.5 * cover + 0.5 * rescale(dense.get(cid, 0.0), *COSINE)
+        return mix(self._hits(chosen, relevance), top)
 
     def _documents_of(self, chunk_ids: set[int]) -> dict[int, int]:
         if not chunk_ids:
