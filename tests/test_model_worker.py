@@ -258,3 +258,22 @@ def test_an_abandoned_generation_releases_the_model() -> None:
         assert time.monotonic() - t0 < 5
     finally:
         model.close()
+
+
+@pytest.mark.real_model
+def test_the_real_model_in_the_worker_keeps_its_kv_cache_between_requests() -> None:
+    """Prefix reuse lives in the worker: a follow-up re-reads only what is new (and after a crash, all of it)."""
+    model = WorkerChatModel(ModelSettings(temperature=0.0, n_ctx=1024, worker_restart_backoff_s=0.05))
+    try:
+        first = [ChatMessage("system", "You are a helpful support assistant."), ChatMessage("user", "Hi, who are you?")]
+        answer, u1 = model.complete(first, max_tokens=8)
+        follow = [*first, ChatMessage("assistant", answer), ChatMessage("user", "And what can you help me with?")]
+        _, u2 = model.complete(follow, max_tokens=8)
+        assert u1.cached_tokens == 0 and u2.cached_tokens >= model.count_tokens(first) - 2
+        assert u2.prefill_s > 0 and u2.decode_s > 0 and u2.device == "CPU"
+        os.kill(model.info["pid"], signal.SIGKILL)
+        wait_until(lambda: model.supervisor.deaths == 1)
+        _, u3 = model.complete(follow, max_tokens=8)  # a new worker: its cache starts empty
+        assert u3.cached_tokens == 0
+    finally:
+        model.close()
