@@ -244,7 +244,7 @@ class Bot:
         (bot/guard.py); an answer that fails before any of it is shown is replaced (`_replace`), one that
         fails later ends after the sentences already shown. Fills in `req` (the request's ledger row): any
         model failure (a failed (re)load, a dead worker, an error or a timeout while generating) finishes it
-        as `error` with the cause, routed to a human."""
+        as `error` with the cause (still route `model`: failed model spend)."""
         rid, sources = req.request_id, decision.sources
         pieces: list[str] = []  # what the model wrote
         shown: list[str] = []  # what the customer saw (all of it without a guard)
@@ -293,7 +293,9 @@ class Bot:
                 stream.close()
         req.measurement = _measure(usages, decision.retrieval_s + (guard.check_s if guard else 0.0))
         if failure is not None:
-            req.fail(failure, route="human")
+            # the row stays route `model`: its seconds were spent generating, so a timed-out or failed generation
+            # is failed model spend (reports show it by cause); the hand-over is the ticket, not this row's route
+            req.fail(failure)
             self._keep_partial(conversation_id, rid, lang, shown)
             return _Escalation(escalation.MODEL_FAILURE, sources)
         reason = decision.reason

@@ -286,6 +286,13 @@ class WorkerChatModel:
         assert gen.usage is not None
         return text, gen.usage
 
+    def ready(self) -> tuple[bool, str]:
+        """Whether a worker process is up now, with a reason (GET /ready asks; this starts nothing)."""
+        worker = self.supervisor.current
+        if worker is not None and worker.alive:
+            return True, f"model worker {worker.pid} is up"
+        return False, f"the model worker is down: {self.supervisor.last_error or 'starting'} (restarting)"
+
     def close(self) -> None:
         """Stop the worker (waits for a running generation to finish its current token)."""
         self.supervisor.close()

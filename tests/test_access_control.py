@@ -218,6 +218,17 @@ def test_top_level_routes(env: Env) -> None:
     r = env.get("/", "anonymous")
     assert r.status_code in (302, 307) and r.headers["location"] == "/chat/"
     assert env.get("/healthz", "anonymous").json() == {"status": "ok"}
+    # operations (ui/web/ops.py): liveness and readiness are public and say nothing secret; metrics only
+    # for internal addresses (the test runs on 127.0.0.1) or the token, never for a forwarded outside client
+    for caller in CALLERS:
+        assert env.get("/health", caller).json() == {"status": "ok"}
+        ready = env.get("/ready", caller)
+        assert ready.status_code == 200 and ready.json()["status"] == "ready"
+        assert not any(s in ready.text for s in SECRETS)
+        assert env.get("/metrics", caller).status_code == 200
+        outside = env.get("/metrics", caller, headers={"X-Forwarded-For": "203.0.113.50"})
+        assert outside.status_code == 403 and "firstline_" not in outside.text
+    assert env.get("/metrics", "anonymous", headers={"Authorization": "Bearer guess"}).status_code == 401
     page = env.get("/login", "anonymous")
     assert page.status_code == 200 and page.headers["x-frame-options"] == "DENY"
     assert "frame-ancestors 'none'" in page.headers["content-security-policy"]
@@ -448,3 +459,22 @@ def test_staff_console_handlers_check_the_session_themselves(tmp_path: Path) -> 
             assert client.get("/staff/config").status_code == 200
     finally:
         services.close()
+
+
+def test_every_admin_event_needs_an_admin_and_answers_one(env: Env) -> None:
+    """Each dashboard event (button, preset, table selection, load) called the browser's way: refused for
+    every other caller; for an admin it never answers "Admins only" (#15 item 12: the calculator did)."""
+    base = env.url + "/admin"
+    cfg = config(base, cookies=env.cookies["admin"])
+    deps = cfg["dependencies"]
+    assert len(deps) >= 10
+    for caller in CALLERS:
+        if caller == "admin":
+            continue
+        for dep in deps:
+            out = call(base, int(dep["id"]), [], cookies=env.cookies[caller])
+            assert out.join_status == 401, (caller, dep.get("api_name"), out.join_status)
+    for dep in deps:
+        out = call(base, int(dep["id"]), [None] * len(dep["inputs"]), cookies=env.cookies["admin"], timeout=60)
+        assert out.join_status == 200, (dep.get("api_name"), out.join_body)
+        assert "Admins only" not in out.text(), (dep.get("api_name"), out.text()[:300])

@@ -14,6 +14,7 @@ import httpx
 import pytest
 
 from ui.auth import SESSION_COOKIE, UserStore
+from ui.web.admin_views import fmt_money
 from usage.ledger import Ledger, Measurement
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -70,7 +71,10 @@ def test_admin_sees_plots_and_a_total_matching_the_report(
     request.node._pages = [page]
     login(page, server.url, ADMIN)
     page.wait_for_url("**/admin/**")
-    expect(page.locator("#total-cost")).to_contain_text(expected["totals"]["cost"], timeout=60_000)
+    # money for reading (to the cent), the exact six-decimal figure of `report --json` in the title
+    cents = fmt_money(expected["totals"]["cost"])
+    expect(page.locator("#kpi-cost .amount")).to_have_text(cents, timeout=60_000)
+    expect(page.locator("#kpi-cost .kpi-value")).to_have_attribute("title", f"exactly {expected['totals']['cost']} EUR")
     expect(page.locator("#total-cost")).to_contain_text(expected["currency"])
     for plot in ("#cost-plot", "#compute-plot", "#route-plot", "#latency-plot"):
         expect(page.locator(f"{plot} svg, {plot} canvas").first).to_be_visible(timeout=30_000)
@@ -82,7 +86,7 @@ def test_admin_sees_plots_and_a_total_matching_the_report(
     page.click("#refresh")
     expect(page.locator("#report-table")).to_contain_text("model", timeout=30_000)
     by_route = cli_report(data_dir, "--by", "route")
-    expect(page.locator("#total-cost")).to_contain_text(by_route["totals"]["cost"])
+    expect(page.locator("#kpi-cost .amount")).to_have_text(fmt_money(by_route["totals"]["cost"]))
 
 
 @pytest.mark.browser
@@ -141,7 +145,8 @@ def fake_services(data_dir: Path) -> Any:
 def test_dashboard_figures_match_the_report_and_pricing_edits_bump_versions(data_dir: Path) -> None:
     from decimal import Decimal
 
-    from ui.web.admin import Dashboard, comparison_frame, csv_file, model_markdown, save_pricing, total_html
+    from ui.web.admin import Dashboard, comparison_frame, csv_file, model_markdown, save_pricing
+    from ui.web.admin_views import kpi_html
     from usage.pricing import PricingError
     from usage.profiles import dumps
 
@@ -149,10 +154,10 @@ def test_dashboard_figures_match_the_report_and_pricing_edits_bump_versions(data
     dash = Dashboard(fake_services(data_dir))
     report, book = dash.report("", "", "route", "")
     expected = cli_report(data_dir, "--by", "route")
-    assert expected["totals"]["cost"] in total_html(report)
+    assert f"exactly {expected['totals']['cost']} EUR" in kpi_html(report)
     frame = comparison_frame(dash, report, book)
-    assert list(frame["profile"]) == list(book.profiles)
-    assert frame.loc[frame["profile"] == book.active, "cost"].item() == expected["totals"]["cost"]
+    assert list(frame["Profile"]) == list(book.profiles)
+    assert frame.loc[frame["Profile"] == book.active, "Cost"].item() == fmt_money(expected["totals"]["cost"], "EUR")
     csv_text = Path(csv_file(report)).read_text()
     assert csv_text.startswith("route,requests") and len(csv_text.strip().splitlines()) == 1 + len(report.rows)
     assert "scripted-fake" in model_markdown(dash, report)
@@ -165,3 +170,118 @@ def test_dashboard_figures_match_the_report_and_pricing_edits_bump_versions(data
     with pytest.raises(PricingError):
         save_pricing(dash, edited.replace('kind = "on_premises"', 'kind = "barter"'))
     assert dash.book().active_profile.version == 2  # a refused edit leaves the file alone
+
+
+@pytest.mark.browser
+def test_calculator_tab_calculates_for_a_logged_in_admin(
+    data_dir: Path, live_server_factory: Any, browser: Any, request: pytest.FixtureRequest
+) -> None:
+    """Bug #15.12: the Calculate button answered "Admins only: log in again" to every admin."""
+    from playwright.sync_api import expect
+
+    seed(data_dir)
+    server = live_server_factory(backend="scripted")
+    page = browser.new_page()
+    request.node._pages = [page]
+    login(page, server.url, ADMIN)
+    page.wait_for_url("**/admin/**")
+    expect(page.locator("#total-cost")).to_contain_text("requests", timeout=60_000)
+    page.get_by_role("tab", name="Calculator").click()
+    page.locator("#calculate").click()
+    # the planning example: 100 requests/hour x 3 s x 0.0373 + 100 x 0.0001 = 11.20 an hour
+    expect(page.locator("#estimate")).to_contain_text("11.20", timeout=30_000)
+    expect(page.get_by_text("Admins only")).to_have_count(0)
+
+
+def seed_activity(data_dir: Path) -> str:
+    """A conversation with messages and a timed-out generation (for the drill-down and the errors tab)."""
+    from bot.conversation_store import ConversationStore
+
+    db = data_dir / "firstline.db"
+    store = ConversationStore(db)
+    store.ensure("conv-drill")
+    store.add_message("conv-drill", "user", "My router blinks red since this morning", lang="en")
+    store.add_message("conv-drill", "assistant", "Please restart the LumeBox.", lang="en", route="model")
+    store.close()
+    ledger = Ledger(db, heartbeat=False)
+    with pytest.raises(TimeoutError), ledger.track(conversation_id="conv-drill", route="model") as req:
+        req.measurement = Measurement(prefill_s=0.5, decode_s=29.5)
+        raise TimeoutError("model timeout after 30s")
+    ledger.close()
+    return "conv-drill"
+
+
+@pytest.mark.browser
+def test_every_admin_button_works_in_chromium(
+    data_dir: Path, live_server_factory: Any, browser: Any, request: pytest.FixtureRequest
+) -> None:
+    """Every control of every admin tab, pressed as an admin would: each answers with figures, never with
+    "Admins only" or an error toast."""
+    from playwright.sync_api import expect
+
+    seed(data_dir)
+    conversation = seed_activity(data_dir)
+    server = live_server_factory(backend="scripted")
+    expected = cli_report(data_dir)
+    context = browser.new_context(accept_downloads=True, viewport={"width": 1400, "height": 1000})
+    page = context.new_page()
+    request.node._pages = [page]
+    login(page, server.url, ADMIN)
+    page.wait_for_url("**/admin/**")
+    expect(page.locator("#kpi-cost .amount")).to_have_text(fmt_money(expected["totals"]["cost"]), timeout=60_000)
+    expect(page.locator("#kpi-failed .kpi-value")).to_have_text("1")
+    toasts = page.locator(".toast-body")
+
+    # the period presets fill in the dates and refresh the figures
+    for name in ("Today", "Last 7 days", "Last 30 days", "This month", "Last month", "All time"):
+        page.locator("#preset").get_by_text(name, exact=True).click()
+        if name == "Last month":
+            expect(page.locator("#kpi-requests .kpi-value")).to_have_text("0", timeout=30_000)
+            expect(page.locator("#until textarea, #until input").first).not_to_have_value("")
+        elif name == "All time":
+            expect(page.locator("#since textarea, #since input").first).to_have_value("")
+            expect(page.locator("#kpi-requests .kpi-value")).to_have_text("31", timeout=30_000)
+        else:
+            expect(page.locator("#since textarea, #since input").first).not_to_have_value("", timeout=30_000)
+            expect(page.locator("#kpi-requests .kpi-value")).to_have_text("31", timeout=30_000)
+    page.click("#refresh")
+    expect(page.locator("#kpi-requests .kpi-value")).to_have_text("31", timeout=30_000)
+
+    with page.expect_download(timeout=30_000) as download:
+        page.click("#export-csv")
+    assert Path(download.value.path()).read_text().startswith("day,requests")
+
+    # drill-down: a row of the report lists its conversations and requests; a conversation its messages
+    day = expected["rows"][0]["day"]
+    page.locator("#report-table [role=gridcell]", has_text=day).first.click()
+    expect(page.locator("#drill-head")).to_contain_text("conversation(s)", timeout=30_000)
+    expect(page.locator("#drill-requests")).to_contain_text("timeout")
+    page.locator("#drill-conversations [role=gridcell]", has_text=conversation).first.click()
+    expect(page.locator("#transcript")).to_contain_text("My router blinks red", timeout=30_000)
+
+    page.get_by_role("tab", name="Errors").click()
+    expect(page.locator("#failures-summary")).to_contain_text("1 of 31 requests failed", timeout=30_000)
+    page.locator("#failures [role=gridcell]", has_text="timeout").first.click()
+    expect(page.locator("#failed-requests")).to_contain_text("model timeout after 30s", timeout=30_000)
+
+    page.get_by_role("tab", name="Cloud vs on-premises").click()
+    expect(page.locator("#compare")).to_contain_text("on-premises-gpu")
+    page.click("#project")
+    expect(page.locator("#projection")).to_contain_text("Rests on 31 requests", timeout=30_000)
+    expect(page.locator("#projection-warning")).to_contain_text("Rough guess")
+
+    page.get_by_role("tab", name="Calculator").click()
+    page.click("#calculate")
+    expect(page.locator("#estimate")).to_contain_text("33,600.00 EUR", timeout=30_000)
+
+    page.get_by_role("tab", name="Pricing and budgets").click()
+    expect(page.locator("#pricing")).to_contain_text("cloud-gpu-per-second", timeout=30_000)
+    page.click("#save-pricing")
+    expect(page.locator("#saved")).to_contain_text("Saved.", timeout=30_000)
+    expect(page.locator("#budget")).to_contain_text("Budget step")
+
+    page.get_by_role("tab", name="Model").click()
+    expect(page.locator("#model-status")).to_contain_text("scripted-fake")
+    expect(page.get_by_text("Admins only")).to_have_count(0)
+    expect(toasts).to_have_count(0)
+    context.close()

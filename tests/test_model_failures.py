@@ -82,7 +82,7 @@ def test_a_model_that_fails_to_load_on_the_second_load_escalates_and_finishes_it
     [(status, route, error)] = rows(
         data_dir, f"SELECT status, route, error FROM requests WHERE request_id = '{second.request_id}'"
     )
-    assert status == "error" and route == "human"
+    assert status == "error" and route == "model"  # failed model spend, not the hand-over's (#15 item 13)
     assert "could not be loaded" in str(error) and "model file not found" in str(error)
     assert rows(data_dir, "SELECT count(*) FROM requests WHERE status = 'started'") == [(0,)]
     assert rows(data_dir, "SELECT conversation_id, reason, status FROM tickets") == [("c2", "model_failure", "open")]

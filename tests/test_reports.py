@@ -27,7 +27,7 @@ from usage.pricing import (
     money,
     to_micros,
 )
-from usage.profiles import Assumptions, pricing_path
+from usage.profiles import Assumptions, load_profiles, pricing_path
 from usage.provisioning import ProvisioningRecorder
 from usage.reports import build_report, outcomes, period_spend, prepare, synthetic_ledger
 from usage.stats import percentile
@@ -325,7 +325,8 @@ def test_cli_report_by_route_json_totals_equal_the_ledger(data_dir: Path) -> Non
 
 def test_cli_report_can_price_under_an_earlier_profile_version(data_dir: Path) -> None:
     records = make_ledger(data_dir / "firstline.db")
-    assert run_cli("report", "--json", data_dir=data_dir).returncode == 0  # writes pricing.toml, records v1
+    load_profiles(data_dir)  # pricing.toml as `serve` writes it (a report only reads it)
+    assert run_cli("report", "--json", data_dir=data_dir).returncode == 0  # records v1
     path = pricing_path(data_dir)
     path.write_text(path.read_text().replace("price_per_second = 0.0373", "price_per_second = 0.1"))
     now = json.loads(run_cli("report", "--json", data_dir=data_dir).stdout)

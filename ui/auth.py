@@ -201,8 +201,37 @@ class UserStore(Store):
                 db.execute("DELETE FROM sessions WHERE token_hash = ?", [_token_hash(token)])
 
     def users(self) -> list[dict[str, object]]:
+        """Every login (never its password hash), with the number of its unexpired sessions."""
         with self.read() as db:
-            return list(db.query("SELECT name, role, created_at, disabled FROM users ORDER BY name"))
+            return list(
+                db.query(
+                    "SELECT name, role, created_at, disabled, (SELECT count(*) FROM sessions s WHERE s.name = u.name "
+                    "AND s.expires_at >= ?) AS sessions FROM users u ORDER BY name",
+                    [iso(utcnow())],
+                )
+            )
+
+    def set_disabled(self, name: str, disabled: bool) -> None:
+        """Disable (its sessions end at once) or enable a login; raises AuthError for an unknown name."""
+        with self.write() as db:
+            self._require(db, name)
+            db.execute("UPDATE users SET disabled = ? WHERE name = ?", [int(disabled), name])
+            if disabled:
+                db.execute("DELETE FROM sessions WHERE name = ?", [name])
+
+    def reset_password(self, name: str, password: str) -> None:
+        """Set a new password; the login's open sessions end (whoever held them must log in again)."""
+        if len(password) < 8:
+            raise AuthError("password must be at least 8 characters")
+        with self.write() as db:
+            self._require(db, name)
+            db.execute("UPDATE users SET password_hash = ? WHERE name = ?", [hash_password(password), name])
+            db.execute("DELETE FROM sessions WHERE name = ?", [name])
+
+    @staticmethod
+    def _require(db: Database, name: str) -> None:
+        if not db.table("users").count_where("name = ?", [name]):
+            raise AuthError(f"no user {name!r}")
 
 
 def _token_hash(token: str) -> str:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -52,4 +52,23 @@ class ServerSettings(BaseSettings):
     )
     scripted_seconds_per_token: float = Field(
         0.0, ge=0, description="Delay per token of the 'scripted' fake model (load and crash tests)."
+    )
+    metrics_token: SecretStr | None = Field(
+        None,
+        description="Bearer token that opens GET /metrics from any address (Authorization: Bearer TOKEN). "
+        "Unset: only the addresses in FIRSTLINE_METRICS_ALLOW may scrape.",
+    )
+    metrics_allow: str = Field(
+        "127.0.0.1,::1",
+        description="Client addresses or networks (comma-separated, CIDR allowed) that may read GET /metrics "
+        "without the token; empty: the token only.",
+    )
+    ready_check_s: float = Field(
+        30.0, gt=0, description="GET /ready asks the idle model for one token at most this often (seconds)."
+    )
+    ready_timeout_s: float = Field(
+        15.0, gt=0, description="How long GET /ready waits for that token before it reports the model not answering."
+    )
+    log_format: Literal["text", "json"] = Field(
+        "text", description="Log lines on stderr: text, or json (one JSON object per line, for log collectors)."
     )

@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -154,6 +155,19 @@ class BudgetStatus:
         }
 
 
+def unspent_status(book: ProfileBook, profile: str | None = None, now: datetime | None = None) -> BudgetStatus:
+    """The budget status before anything was spent (no ledger yet): read without creating a database."""
+    name = profile or book.active
+    budget, currency = book.budget(name), book.get(name).currency
+    now = now or utcnow()
+    day = now.replace(hour=0, minute=0, second=0, microsecond=0)
+    periods = tuple(
+        PeriodStatus(period, start, Decimal(0), limit, Step.normal)
+        for period, start, limit in (("day", day, budget.daily), ("month", day.replace(day=1), budget.monthly))
+    )
+    return BudgetStatus(name, budget.unit, currency, now, periods)
+
+
 class BudgetGuard(Store):
     """Tells the bot how far to degrade, from the spend of today and this month against the budget."""
 
@@ -170,6 +184,7 @@ class BudgetGuard(Store):
         self._earlier: dict[tuple[str, str], tuple[float, Decimal]] = {}
         self._known: dict[tuple[str, str, str], str] = {}  # (profile, period, start) -> last recorded step
         self._mutex = threading.Lock()
+        self.listeners: list[Callable[[BudgetStatus], None]] = []  # told after a step change is recorded
 
     @property
     def budget(self) -> Budget:
@@ -181,10 +196,16 @@ class BudgetGuard(Store):
             if now is None and self._cached and time.monotonic() - self._cached[0] < self.cache_s:
                 return self._cached[1]
             result = self._compute(now or utcnow())
-            self._record(result)
+            changed = self._record(result)
             if now is None:
                 self._cached = (time.monotonic(), result)
-            return result
+        if changed:
+            for listener in self.listeners:
+                try:
+                    listener(result)
+                except Exception:  # an alert hook must never fail an answer
+                    log.exception("budget listener failed")
+        return result
 
     def update(self, book: ProfileBook) -> None:
         """Use new limits or thresholds (e.g. after the admin edited them) from the next status on."""
@@ -227,10 +248,12 @@ class BudgetGuard(Store):
         self._earlier = {key: (time.monotonic(), value)}
         return value
 
-    def _record(self, status: BudgetStatus) -> None:
+    def _record(self, status: BudgetStatus) -> bool:
+        """Record step changes; returns whether one was recorded."""
         keys = {p: (status.profile, p.period, iso(p.start)) for p in status.periods}
         if all(self._known.get(keys[p]) == p.step.name for p in status.periods):
-            return  # nothing changed since we last looked: no write transaction on the hot path
+            return False  # nothing changed since we last looked: no write transaction on the hot path
+        recorded = False
         with self.write() as db:
             for p in status.periods:
                 self._known[keys[p]] = p.step.name
@@ -255,5 +278,7 @@ class BudgetGuard(Store):
                         "unit": status.unit,
                     }
                 )
+                recorded = True
                 level = logging.WARNING if p.step > Step[previous] else logging.INFO
                 log.log(level, "budget %s %s: %s -> %s", status.profile, p.period, previous, p.step.name)
+        return recorded

@@ -15,7 +15,7 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
@@ -132,6 +132,8 @@ class Ledger(Store):
         self.profile = profile
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._started_mono: dict[str, float] = {}
+        # called with each finished row (e.g. Prometheus counters); a failing listener is logged, never raised
+        self.listeners: list[Callable[[dict[str, Any]], None]] = []
         now = iso(utcnow())
         with self.write() as db:
             db.table("instances").insert(
@@ -234,7 +236,13 @@ class Ledger(Store):
             )
             if cur.rowcount != 1:
                 raise LedgerError(f"request {request_id} is unknown or already finished")
-        return self.get(request_id) or {}
+        row = self.get(request_id) or {}
+        for listener in self.listeners:
+            try:
+                listener(row)
+            except Exception:  # metrics must never fail a request
+                log.exception("ledger listener failed")
+        return row
 
     @contextmanager
     def track(self, *, conversation_id: str, route: str, **kwargs: Any) -> Iterator[Tracked]:
@@ -320,6 +328,11 @@ class Ledger(Store):
             super().close()
 
     # -- reading -----------------------------------------------------------------------------------
+    @property
+    def in_flight(self) -> int:
+        """Requests this process started and has not finished yet."""
+        return len(self._started_mono)
+
     def get(self, request_id: str) -> dict[str, Any] | None:
         """One ledger row as a dict, or None."""
         with self.read() as db:

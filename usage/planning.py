@@ -29,6 +29,8 @@ from usage.profiles import ProfileBook
 from usage.reports import period_spend
 
 HOURS_PER_YEAR = Decimal(365 * 24)
+MIN_PROJECTION_S = Decimal(7 * 86400)  # below a week of traffic, or
+MIN_PROJECTION_REQUESTS = 100  # fewer requests, a projection says it is a rough guess
 DEFAULT_SECONDS_PER_REQUEST = Decimal(3)
 
 
@@ -173,10 +175,41 @@ class Projection:
     currency: str
     break_even: tuple[BreakEven, ...]
 
+    @property
+    def measured_s(self) -> Decimal:
+        return duration_s(self.until - self.since)
+
+    @property
+    def basis(self) -> str:
+        """How much traffic the projection rests on, as a sentence."""
+        return (
+            f"Rests on {self.requests:,} requests over {span_text(self.measured_s)} of measured traffic "
+            f"({iso(self.since)[:16].replace('T', ' ')} to {iso(self.until)[:16].replace('T', ' ')} UTC)."
+        )
+
+    @property
+    def warning(self) -> str | None:
+        """Why the projection is not to be trusted yet, or None once it rests on enough traffic."""
+        if self.requests == 0:
+            return "No traffic measured yet: every yearly figure is zero."
+        thin = []
+        if self.measured_s < MIN_PROJECTION_S:
+            thin.append(f"only {span_text(self.measured_s)} of traffic (daily and weekly patterns are missing)")
+        if self.requests < MIN_PROJECTION_REQUESTS:
+            thin.append(f"only {self.requests} requests")
+        if not thin:
+            return None
+        return (
+            f"Rough guess: {' and '.join(thin)} scaled to a whole year. Trust it after at least "
+            f"{span_text(MIN_PROJECTION_S)} and {MIN_PROJECTION_REQUESTS} requests of real traffic."
+        )
+
     def as_dict(self) -> dict[str, Any]:
         return {
             "since": iso(self.since),
             "until": iso(self.until),
+            "basis": self.basis,
+            "warning": self.warning,
             "measured": {
                 "days": round((self.until - self.since).total_seconds() / 86400, 3),
                 "requests": self.requests,
@@ -273,3 +306,15 @@ def _first_row(db_path: Path | str) -> datetime | None:
     finally:
         db.close()
     return parse_iso(first) if first else None
+
+
+def span_text(seconds: Decimal | float) -> str:
+    """A duration in the largest fitting unit: '22 minutes', '5.5 hours', '3.0 days'."""
+    s = float(seconds)
+    if s < 120:
+        return f"{s:.0f} seconds"
+    if s < 2 * 3600:
+        return f"{s / 60:.0f} minutes"
+    if s < 2 * 86400:
+        return f"{s / 3600:.1f} hours"
+    return f"{s / 86400:.1f} days"

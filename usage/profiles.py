@@ -153,10 +153,13 @@ def default_book() -> ProfileBook:
     return ProfileBook(profiles={p.name: p for p in DEFAULT_PROFILES}, active=DEFAULT_PROFILES[0].name)
 
 
-def load_profiles(data_dir: Path | str, *, sync_history: bool = True) -> ProfileBook:
-    """Read `<data_dir>/pricing.toml` (written with defaults if missing); record versions in the database."""
+def load_profiles(data_dir: Path | str, *, sync_history: bool = True, create: bool = True) -> ProfileBook:
+    """Read `<data_dir>/pricing.toml` (written with defaults if missing, unless `create` is False: then the
+    defaults are only returned, as for a read-only command); record versions in the database."""
     path = pricing_path(data_dir)
     if not path.exists():
+        if not create:
+            return replace(default_book(), path=path)
         save_profiles(replace(default_book(), path=path))
         log.info("wrote default pricing profiles to %s", path)
     try:

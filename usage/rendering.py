@@ -10,6 +10,7 @@ from usage.reports import Report, Row
 
 TABLE_COLUMNS = (
     "requests",
+    "errors",
     "compute_s",
     "prefill_s",
     "decode_s",
@@ -18,6 +19,7 @@ TABLE_COLUMNS = (
     "latency_p95_s",
     "queue_wait_p95_s",
     "cost",
+    "failed_cost",
 )
 
 
@@ -47,20 +49,42 @@ def report_table(report: Report) -> str:
         )
 
     rule = "-" * len(line(head))
-    t = data["totals"]
-    lines = [line(head), rule, *(line(b) for b in body), rule, line(total), ""]
-    lines.append(
-        f"profile {data['profile']} v{data['profile_version']} ({data['profile_kind']}), money in {data['currency']}, "
-        f"{data['since']} .. {data['until']}"
-    )
-    lines.append(
-        f"provisioned {t['provisioned_s']:.0f} s ({t['provisioned_source']}), idle {t['idle_s']:.0f} s, "
-        f"utilisation {cell(t['utilization'])}, cost per request {cell(t['cost_per_request'])}"
-    )
-    if data["conversations"]:
-        lines.append("conversations: " + ", ".join(f"{k} {cell(v)}" for k, v in data["conversations"].items()))
-    lines += data["notes"]
+    lines = [line(head), rule, *(line(b) for b in body), rule, line(total), "", *report_notes(report)]
     return "\n".join(lines)
+
+
+def report_notes(report: Report) -> list[str]:
+    """The lines under the table: period, profile, failures, provisioning and conversations, as sentences."""
+    data = report.to_json()
+    t, cur = data["totals"], data["currency"]
+    lines = [
+        f"Period {data['since'][:16].replace('T', ' ')} to {data['until'][:16].replace('T', ' ')} UTC, priced under "
+        f"{data['profile']} v{data['profile_version']} ({data['profile_kind'].replace('_', ' ')}); money in {cur}."
+    ]
+    if t["failed"]:
+        lines.append(
+            f"Failed: {t['failed']} of {t['requests']} requests ({t['errors']} errors, {t['cancelled']} cancelled, "
+            f"{t['interrupted']} interrupted) cost {t['failed_cost']} {cur}; `--by outcome` shows the causes."
+        )
+    utilisation = "-" if t["utilization"] is None else f"{t['utilization']:.1%}"
+    per_request = "-" if t["cost_per_request"] is None else f"{t['cost_per_request']} {cur}"
+    lines.append(
+        f"Provisioned {t['provisioned_s']:.0f} s ({t['provisioned_source'].replace('_', ' ')}), "
+        f"idle {t['idle_s']:.0f} s, utilisation {utilisation}; cost per request {per_request}."
+    )
+    conv = data["conversations"]
+    if conv and conv["conversations"]:
+        rate = "-" if conv["deflection_rate"] is None else f"{conv['deflection_rate']:.0%}"
+        lines.append(
+            f"Conversations: {conv['conversations']} ({conv['escalated']} handed to staff, {conv['deflected']} "
+            f"resolved by the bot alone: {rate}); {cell(conv['cost_per_conversation'])} {cur} per conversation."
+        )
+        lines.append(
+            f"Staff time avoided: {conv['deflected']} conversations x {conv['staff_minutes_per_ticket']:.1f} min "
+            f"({conv['staff_minutes_source']}) x {conv['staff_hourly_cost']} {cur}/h = {conv['staff_cost_avoided']} "
+            f"{cur}; net saving after the bot's cost {cell(conv['net_saving'])} {cur}."
+        )
+    return lines + data["notes"]
 
 
 def cell(value: Any) -> str:

@@ -93,7 +93,27 @@ GROUPS = {
     "conversation": "conversation_id",
     "model": "coalesce(model_id, '')",
     "device": "coalesce(device, '')",
+    "outcome": "",  # filled in below: completed, or the cause of a failure (OUTCOMES)
 }
+# Why a request did not complete, from its status and recorded error (the model layer's messages; see
+# models/errors.py and bot/conversation.py): the dashboard's "errors by cause" and `report --by outcome`.
+OUTCOMES = {
+    "completed": "answered (FAQ, model or hand-over) without a failure",
+    "timeout": "the model took longer than FIRSTLINE_MODEL_TIMEOUT_S; the conversation went to a person",
+    "model_unavailable": "the model could not be loaded or its worker was down; the conversation went to a person",
+    "context_overflow": "the prompt did not fit the model's context window",
+    "error": "any other failure while answering (see the request's error text)",
+    "cancelled": "the customer left or the stream was closed before the answer was complete",
+    "interrupted": "the server process ended during the request (marked at the next start)",
+}
+_ERROR = "lower(coalesce(error, ''))"
+GROUPS["outcome"] = (
+    "CASE WHEN status IN ('completed', 'cancelled', 'interrupted') THEN status "
+    f"WHEN {_ERROR} LIKE '%timeout%' OR {_ERROR} LIKE '%timed out%' THEN 'timeout' "
+    f"WHEN {_ERROR} LIKE '%could not be loaded%' OR {_ERROR} LIKE '%unavailable%' OR {_ERROR} LIKE '%worker%' "
+    "THEN 'model_unavailable' "
+    f"WHEN {_ERROR} LIKE '%context%' THEN 'context_overflow' ELSE 'error' END"
+)
 PERCENTILE_SAMPLE = 100_000
 _TOTAL = "\x00total"
 # whole microseconds of a row, as `usage.pricing.micro_seconds` computes them (interrupted: its latency)
@@ -108,7 +128,9 @@ class Row:
     requests: int = 0
     errors: int = 0
     interrupted: int = 0
+    cancelled: int = 0
     compute_micros: int = 0
+    failed_micros: int = 0  # compute of the requests that did not complete (error, cancelled, interrupted)
     prefill_s: float = 0.0
     decode_s: float = 0.0
     retrieval_s: float = 0.0
@@ -119,6 +141,7 @@ class Row:
     queue_wait_p50_s: float | None = None
     queue_wait_p95_s: float | None = None
     cost_micros: int = 0
+    failed_cost_micros: int = 0  # the part of cost_micros spent on requests that did not complete
 
     @property
     def compute_s(self) -> Decimal:
@@ -127,6 +150,11 @@ class Row:
     @property
     def cost(self) -> Decimal:
         return from_micros(self.cost_micros)
+
+    @property
+    def failed(self) -> int:
+        """Requests that did not complete: errors, cancelled and interrupted."""
+        return self.errors + self.cancelled + self.interrupted
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -139,12 +167,16 @@ class Row:
             "completion_tokens": self.completion_tokens,
             "tokens": self.prompt_tokens + self.completion_tokens,
             "errors": self.errors,
+            "cancelled": self.cancelled,
             "interrupted": self.interrupted,
+            "failed": self.failed,
+            "failed_compute_s": float(Decimal(self.failed_micros) / MICROS),
             "latency_p50_s": self.latency_p50_s,
             "latency_p95_s": self.latency_p95_s,
             "queue_wait_p50_s": self.queue_wait_p50_s,
             "queue_wait_p95_s": self.queue_wait_p95_s,
             "cost": money(self.cost),
+            "failed_cost": money(from_micros(self.failed_cost_micros)),
         }
 
 
@@ -272,6 +304,7 @@ def build_report(
         if not any(weights):
             weights = [r.requests for r in rows]
         rows = [replace(r, cost_micros=c) for r, c in zip(rows, allocate(total, weights), strict=True)]
+        rows = [replace(r, failed_cost_micros=_failed_share(r)) for r in rows]
     totals = _total(rows, spreads.get(_TOTAL, {}), total)
     if by == "conversation":
         rows.sort(key=lambda r: (-r.cost_micros, r.key))
@@ -338,17 +371,20 @@ def _sums(path: Path, by: str, since: datetime, until: datetime, profile: Profil
         retrieval = "coalesce(retrieval_s, 0)" if "retrieval_s" in columns else "0"
         # the inner co-routine computes each row's microseconds and scaled cost once (`LIMIT -1` keeps
         # SQLite from flattening it into the aggregate, which would re-evaluate them for every use)
+        rounded = "(a + ?) / ? - (a % ? = ?)"  # round half to even: half up, minus one if exactly half and even
+        failed = "status != 'completed'"
         aggregate = (
-            "count(*), sum(status = 'error'), sum(status = 'interrupted'), sum(mu), total(prefill_s), "
-            "total(decode_s), total(rt), total(prompt_tokens), total(completion_tokens), "
-            "sum((a + ?) / ? - (a % ? = ?))"  # round half to even: half up, minus one if exactly half and even
+            "count(*), sum(status = 'error'), sum(status = 'interrupted'), sum(status = 'cancelled'), sum(mu), "
+            f"sum(CASE WHEN {failed} THEN mu ELSE 0 END), total(prefill_s), total(decode_s), total(rt), "
+            f"total(prompt_tokens), total(completion_tokens), sum({rounded}), "
+            f"sum(CASE WHEN {failed} THEN {rounded} ELSE 0 END)"
         )
         inner = (
             f"SELECT {{key}} status, {_MICRO_S} AS mu, {_MICRO_S} * ? + ? AS a, prefill_s, decode_s, "
             f"{retrieval} AS rt, prompt_tokens, completion_tokens FROM requests "
             f"WHERE +status IN {FINISHED} AND {{cond}} LIMIT -1"
         )
-        cost_args = [scale // 2, scale, 2 * scale, scale // 2]
+        cost_args = [scale // 2, scale, 2 * scale, scale // 2] * 2
         period = [iso(since), iso(until)]
         out: list[Row] = []
         segments = _segments(db, by, since, until)
@@ -415,20 +451,30 @@ def _indexed(db: Any, column: str) -> bool:
 
 
 def _row(label: str, values: list[Any]) -> Row:
-    n, errors, interrupted, mu, pf, dc, rt, pt, ct, cost = values
+    n, errors, interrupted, cancelled, mu, failed_mu, pf, dc, rt, pt, ct, cost, failed_cost = values
     return Row(
         label,
-        n,
-        errors or 0,
-        interrupted or 0,
-        mu or 0,
-        pf,
-        dc,
-        rt,
-        int(pt),
-        int(ct),
+        requests=n,
+        errors=errors or 0,
+        interrupted=interrupted or 0,
+        cancelled=cancelled or 0,
+        compute_micros=mu or 0,
+        failed_micros=failed_mu or 0,
+        prefill_s=pf,
+        decode_s=dc,
+        retrieval_s=rt,
+        prompt_tokens=int(pt),
+        completion_tokens=int(ct),
         cost_micros=int(cost or 0),
+        failed_cost_micros=int(failed_cost or 0),
     )
+
+
+def _failed_share(row: Row) -> int:
+    """A period-billed row's cost that falls on its failed requests (by their share of its compute)."""
+    if not row.failed_micros or not row.compute_micros:
+        return 0
+    return allocate(row.cost_micros, [row.failed_micros, row.compute_micros - row.failed_micros])[0]
 
 
 def _merge(rows: list[Row]) -> list[Row]:
@@ -494,13 +540,16 @@ def _total(rows: list[Row], spread: dict[str, float | None], cost_micros: int, k
         requests=sum(r.requests for r in rows),
         errors=sum(r.errors for r in rows),
         interrupted=sum(r.interrupted for r in rows),
+        cancelled=sum(r.cancelled for r in rows),
         compute_micros=sum(r.compute_micros for r in rows),
+        failed_micros=sum(r.failed_micros for r in rows),
         prefill_s=sum(r.prefill_s for r in rows),
         decode_s=sum(r.decode_s for r in rows),
         retrieval_s=sum(r.retrieval_s for r in rows),
         prompt_tokens=sum(r.prompt_tokens for r in rows),
         completion_tokens=sum(r.completion_tokens for r in rows),
         cost_micros=cost_micros,
+        failed_cost_micros=sum(r.failed_cost_micros for r in rows),
         **spread,
     )
 

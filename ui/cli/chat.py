@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from ui.cli.common import data_dir_option, emit, friendly_errors, json_option
+from ui.cli.common import HelpGroup, data_dir_option, database_path, emit, fail, friendly_errors, json_option
 
 
 def preflight_model() -> Any:
@@ -108,7 +108,7 @@ def ask(text: str, conversation_id: str | None, lang: str | None, data_dir: Path
     )
 
 
-@click.group()
+@click.group(cls=HelpGroup)
 def tickets() -> None:
     """The escalation queue."""
 
@@ -120,16 +120,17 @@ def tickets() -> None:
 @friendly_errors
 def tickets_list(status: str | None, data_dir: Path | None, as_json: bool) -> None:
     """List tickets, oldest first."""
-    from bot.settings import BotSettings
     from bot.tickets import TicketStore
 
-    settings = BotSettings() if data_dir is None else BotSettings(data_dir=data_dir)
-    store = TicketStore(settings.database_path)
-    try:
-        rows = store.list(status=status)
-    finally:
-        store.close()
-        store.conversations.close()
+    path = database_path(data_dir)
+    rows = []
+    if path.exists():  # a read: no database is created for it
+        store = TicketStore(path)
+        try:
+            rows = store.list(status=status)
+        finally:
+            store.close()
+            store.conversations.close()
     payload = [
         {
             "id": t.id,
@@ -150,3 +151,64 @@ def tickets_list(status: str | None, data_dir: Path | None, as_json: bool) -> No
     for t in payload:
         created = str(t["created_at"])[:19]
         click.echo(f"{t['id']}  {t['status']:<8} {created}  {t['reason']:<32} {t['conversation_id']}")
+
+
+@tickets.command("show")
+@click.argument("ticket_id")
+@data_dir_option
+@json_option
+@friendly_errors
+def tickets_show(ticket_id: str, data_dir: Path | None, as_json: bool) -> None:
+    """One ticket: its state, summary, the conversation's messages and the ticket's events."""
+    from bot.tickets import TicketError, TicketStore
+
+    path = database_path(data_dir)
+    if not path.exists():
+        fail(f"no ticket {ticket_id!r} (no database at {path})", 2)
+    store = TicketStore(path)
+    try:
+        try:
+            ticket = store.get(ticket_id.strip())
+        except TicketError:
+            fail(f"no ticket {ticket_id!r}", 2)
+        events = store.events(ticket.id)
+        messages = store.conversations.messages(ticket.conversation_id)
+    finally:
+        store.close()
+        store.conversations.close()
+    payload: dict[str, Any] = {
+        "ticket": {
+            "id": ticket.id,
+            "status": ticket.status,
+            "reason": ticket.reason,
+            "summary": ticket.summary,
+            "lang": ticket.lang,
+            "conversation_id": ticket.conversation_id,
+            "created_at": ticket.created_at,
+            "claimed_by": ticket.claimed_by,
+            "claimed_at": ticket.claimed_at,
+            "resolved_at": ticket.resolved_at,
+            "email": ticket.email,
+            "sources": list(ticket.sources),
+        },
+        "messages": [{"role": m.role, "content": m.content, "created_at": m.created_at} for m in messages],
+        "events": [{k: e[k] for k in ("kind", "actor", "body", "created_at")} for e in events],
+    }
+    if as_json:
+        emit(payload)
+        return
+    t = payload["ticket"]
+    owner = f" by {t['claimed_by']}" if t["claimed_by"] else ""
+    click.echo(f"{t['id']}  {t['status']}{owner}  reason {t['reason']}  opened {str(t['created_at'])[:19]}")
+    click.echo(
+        f"conversation {t['conversation_id']}  language {t['lang']}" + (f"  e-mail {t['email']}" if t["email"] else "")
+    )
+    if t["summary"]:
+        click.echo(f"summary: {t['summary']}")
+    click.echo("\nmessages:")
+    for m in payload["messages"]:
+        click.echo(f"  {str(m['created_at'])[:19]}  {m['role']:<9} {m['content']}")
+    click.echo("\nevents:")
+    for e in payload["events"]:
+        body = f"  {e['body']}" if e["body"] else ""
+        click.echo(f"  {str(e['created_at'])[:19]}  {e['kind']:<10} {e['actor']}{body}")

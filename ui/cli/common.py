@@ -6,12 +6,56 @@ import functools
 import json
 import sys
 from collections.abc import Callable
+from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any, TypeVar
 
 import click
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+
+class HelpGroup(click.Group):
+    """A command group whose command list shows each command's whole first sentence, wrapped, never cut
+    off with "..." (click shortens it to fit one line). Every `firstline` group uses it (`cls=HelpGroup`)."""
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        rows = []
+        for name in self.list_commands(ctx):
+            command = self.get_command(ctx, name)
+            if command is not None and not command.hidden:
+                rows.append((name, command.get_short_help_str(limit=10_000)))
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
+
+
+class DecimalType(click.ParamType):
+    """An exact decimal number >= 0 (shown as NUMBER in --help)."""
+
+    name = "number"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Decimal:
+        if isinstance(value, Decimal):
+            return value
+        try:
+            result = Decimal(str(value).strip())
+        except InvalidOperation:
+            self.fail(f"not a number: {value!r}", param, ctx)
+        if not result.is_finite() or result < 0:
+            self.fail(f"must be a number >= 0, not {value!r}", param, ctx)
+        return result
+
+
+DECIMAL = DecimalType()
+
+
+def database_path(data_dir: Path | None) -> Path:
+    """The database file of a data directory, resolved as the rest of firstline does (nothing is created)."""
+    from bot.settings import BotSettings
+
+    settings = BotSettings() if data_dir is None else BotSettings(data_dir=data_dir)
+    return settings.database_path
 
 
 def data_dir_option(func: F) -> F:

@@ -10,13 +10,13 @@ import functools
 import tempfile
 import time
 from collections.abc import Callable
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import click
 
-from ui.cli.common import emit, fail, friendly_errors, json_option
+from ui.cli.common import DECIMAL, HelpGroup, emit, fail, friendly_errors, json_option
 from usage.pricing import PricingError, Profile
 from usage.profiles import ProfileBook
 from usage.rendering import report_csv, report_table
@@ -55,10 +55,11 @@ def data_paths(data_dir: Path | None) -> tuple[Path, Path]:
 
 
 def load_book(data_dir: Path) -> ProfileBook:
-    """The data directory's pricing profiles (versions synced once the database exists)."""
+    """The data directory's pricing profiles (versions synced once the database exists). A read: without a
+    pricing.toml the defaults apply and nothing is written."""
     from usage.profiles import load_profiles
 
-    return load_profiles(data_dir, sync_history=(data_dir / "firstline.db").exists())
+    return load_profiles(data_dir, sync_history=(data_dir / "firstline.db").exists(), create=False)
 
 
 def resolve_profile(book: ProfileBook, db_path: Path, name: str | None) -> Profile:
@@ -135,30 +136,25 @@ def report(
 
 
 # -- firstline cost ... ------------------------------------------------------------------------------
-@click.group()
+@click.group(cls=HelpGroup)
 def cost() -> None:
     """Planning calculator, projections, pricing profiles and budgets."""
 
 
-def _decimal(ctx: click.Context, param: click.Parameter, value: str | None) -> Decimal | None:
-    if value is None:
-        return None
-    try:
-        result = Decimal(value)
-    except InvalidOperation:
-        raise click.BadParameter(f"not a number: {value!r}") from None
-    if not result.is_finite() or result < 0:
-        raise click.BadParameter("must be a number >= 0")
-    return result
-
-
 @cost.command()
-@click.option("--requests-per-hour", required=True, callback=_decimal, help="Requests per hour (N).")
-@click.option("--seconds-per-request", required=True, callback=_decimal, help="Compute seconds per request (S).")
-@click.option("--price-per-second", callback=_decimal, help="Price per compute-second (P). Default 0.0373.")
-@click.option("--price-per-request", callback=_decimal, help="Price per request, data transfer (T). Default 0.0001.")
-@click.option("--hours-per-day", callback=_decimal, default="24", show_default=True, help="Operating hours a day (H).")
-@click.option("--days-per-year", callback=_decimal, default="365", show_default=True, help="Operating days a year (D).")
+@click.option("--requests-per-hour", required=True, type=DECIMAL, help="Requests per hour (N).")
+@click.option("--seconds-per-request", required=True, type=DECIMAL, help="Compute seconds per request (S).")
+@click.option("--price-per-second", type=DECIMAL, help="Price per compute-second (P). Default 0.0373.")
+@click.option("--price-per-request", type=DECIMAL, help="Price per request, data transfer (T). Default 0.0001.")
+@click.option("--hours-per-day", type=DECIMAL, default="24", show_default=True, help="Operating hours a day (H).")
+@click.option("--days-per-year", type=DECIMAL, default="365", show_default=True, help="Operating days a year (D).")
+@click.option(
+    "--currency",
+    default="EUR",
+    show_default=True,
+    metavar="CODE",
+    help="Currency of the prices (printed with the result).",
+)
 @json_option
 @_friendly_errors
 def estimate(
@@ -168,6 +164,7 @@ def estimate(
     price_per_request: Decimal | None,
     hours_per_day: Decimal,
     days_per_year: Decimal,
+    currency: str,
     as_json: bool,
 ) -> None:
     """The planning calculator: cost per hour (compute + transfer), per day, per year, and utilisation."""
@@ -182,12 +179,12 @@ def estimate(
         hours_per_day,
         days_per_year,
     )
-    payload = result.as_dict()
+    payload = result.as_dict() | {"currency": currency}
     if as_json:
         emit(payload)
         return
     for key in ("compute_cost_per_hour", "transfer_cost_per_hour", "cost_per_hour", "cost_per_day", "cost_per_year"):
-        click.echo(f"{key.replace('_', ' '):24s} {Decimal(payload[key]):>16,.2f}")
+        click.echo(f"{key.replace('_', ' '):24s} {Decimal(payload[key]):>16,.2f} {currency}")
     click.echo(f"{'utilisation':24s} {payload['utilization']:>16.3f}  ({payload['note']})")
 
 
@@ -206,7 +203,9 @@ def project(days: int, data_dir: Path | None, as_json: bool) -> None:
         emit(payload)
         return
     m = payload["measured"]
-    click.echo(f"measured {m['days']} days: {m['requests']} requests, {m['compute_s']:.1f} compute-seconds")
+    click.echo(f"{payload['basis']} {m['compute_s']:.1f} compute-seconds.")
+    if payload["warning"]:
+        click.echo(f"WARNING: {payload['warning']}")
     for p in payload["profiles"]:
         click.echo(f"  {p['profile']:28s} {Decimal(p['cost_per_year']):>14,.2f} {payload['currency']} a year")
     for b in payload["break_even"]:
@@ -251,16 +250,19 @@ def profiles(data_dir: Path | None, as_json: bool) -> None:
 @_friendly_errors
 def budget(data_dir: Path | None, as_json: bool) -> None:
     """The budget step now (normal, warn, short_answers, faq_only, escalate) for the active profile."""
-    from usage.budgets import BudgetGuard
+    from usage.budgets import BudgetGuard, unspent_status
     from usage.profiles import active_profile
 
     directory, db_path = data_paths(data_dir)
     book = load_book(directory)
-    guard = BudgetGuard(db_path, book, profile=active_profile(book).name)
-    try:
-        payload = guard.status().as_dict()
-    finally:
-        guard.close()
+    if not db_path.exists():  # nothing spent yet; a read creates no database
+        payload = unspent_status(book, active_profile(book).name).as_dict()
+    else:
+        guard = BudgetGuard(db_path, book, profile=active_profile(book).name)
+        try:
+            payload = guard.status().as_dict()
+        finally:
+            guard.close()
     if as_json:
         emit(payload)
         return

@@ -19,6 +19,7 @@ SETTINGS = [
     ("bot.housekeeping", "HousekeepingSettings"),
     ("ui.settings", "ServerSettings"),
     ("usage.profiles", "PricingSettings"),
+    ("usage.alerts", "AlertSettings"),
 ]
 DOCS = Path(__file__).resolve().parents[2] / "docs"
 SETTINGS_DOC = DOCS / "settings.md"

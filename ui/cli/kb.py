@@ -11,7 +11,7 @@ from typing import Any
 
 import click
 
-from ui.cli.common import data_dir_option, emit, fail, friendly_errors, json_option
+from ui.cli.common import HelpGroup, data_dir_option, emit, fail, friendly_errors, json_option
 from usage.rendering import cell
 
 
@@ -30,7 +30,7 @@ def open_kb(data_dir: Path | None) -> Iterator[Any]:
         kb.close()
 
 
-@click.group()
+@click.group(cls=HelpGroup)
 def kb() -> None:
     """Knowledge base: ingest documents, try searches."""
 

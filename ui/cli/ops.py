@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 
-from ui.cli.common import data_dir_option, emit, fail, friendly_errors, json_option
+from ui.cli.common import HelpGroup, data_dir_option, database_path, emit, fail, friendly_errors, json_option
 
 
 @click.command()
@@ -48,9 +49,24 @@ def housekeeping(older_than_days: float | None, dry_run: bool, data_dir: Path | 
     )
 
 
-@click.group()
+@click.group(cls=HelpGroup)
 def users() -> None:
     """Staff and admin logins."""
+
+
+def _password(password_stdin: bool) -> str:
+    if password_stdin:
+        return sys.stdin.readline().rstrip("\r\n")
+    return str(click.prompt("Password", hide_input=True, confirmation_prompt=True))
+
+
+def _user_store(data_dir: Path | None, *, must_exist: bool = True) -> Any:
+    from ui.auth import UserStore
+
+    path = database_path(data_dir)
+    if must_exist and not path.exists():
+        fail(f"no database at {path} (check --data-dir / FIRSTLINE_DATA_DIR)", 2)
+    return UserStore(path)
 
 
 @users.command("add")
@@ -61,15 +77,10 @@ def users() -> None:
 @friendly_errors
 def users_add(name: str, role: str, password_stdin: bool, data_dir: Path | None) -> None:
     """Create a login (password from --password-stdin, else prompted twice)."""
-    from bot.settings import BotSettings
-    from ui.auth import AuthError, UserStore
+    from ui.auth import AuthError
 
-    if password_stdin:
-        password = sys.stdin.readline().rstrip("\r\n")
-    else:
-        password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
-    settings = BotSettings() if data_dir is None else BotSettings(data_dir=data_dir)
-    store = UserStore(settings.database_path)
+    password = _password(password_stdin)
+    store = _user_store(data_dir, must_exist=False)
     try:
         store.add_user(name, role, password)
     except AuthError as exc:
@@ -123,3 +134,79 @@ def _database_ok(path: Path) -> tuple[bool, str]:
     if result != "ok":
         return False, f"{path}: quick_check reports {result}"
     return True, f"{path} opens, quick_check ok"
+
+
+@users.command("list")
+@data_dir_option
+@json_option
+@friendly_errors
+def users_list(data_dir: Path | None, as_json: bool) -> None:
+    """List the logins: name, role, created, disabled, open sessions."""
+    rows: list[dict[str, Any]] = []
+    if database_path(data_dir).exists():  # a read: no database is created for it
+        store = _user_store(data_dir)
+        try:
+            rows = [{**r, "disabled": bool(r["disabled"])} for r in store.users()]
+        finally:
+            store.close()
+    if as_json:
+        emit({"users": rows})
+        return
+    if not rows:
+        click.echo("no logins (create one with `firstline users add NAME --role admin`)")
+    for r in rows:
+        state = "disabled" if r["disabled"] else "active"
+        click.echo(f"{r['name']:<24} {r['role']:<6} {state:<9} created {str(r['created_at'])[:10]}  "
+                   f"{r['sessions']} open session(s)")  # fmt: skip
+
+
+def _set_disabled(name: str, data_dir: Path | None, disabled: bool) -> None:
+    from ui.auth import AuthError
+
+    store = _user_store(data_dir)
+    try:
+        store.set_disabled(name, disabled)
+    except AuthError as exc:
+        fail(str(exc), 2)
+    finally:
+        store.close()
+
+
+@users.command("disable")
+@click.argument("name")
+@data_dir_option
+@friendly_errors
+def users_disable(name: str, data_dir: Path | None) -> None:
+    """Disable a login: it cannot log in, and its open sessions end at once."""
+    _set_disabled(name, data_dir, True)
+    click.echo(f"disabled login {name!r}", err=True)
+
+
+@users.command("enable")
+@click.argument("name")
+@data_dir_option
+@friendly_errors
+def users_enable(name: str, data_dir: Path | None) -> None:
+    """Enable a disabled login again."""
+    _set_disabled(name, data_dir, False)
+    click.echo(f"enabled login {name!r}", err=True)
+
+
+@users.command("reset-password")
+@click.argument("name")
+@click.option("--password-stdin", is_flag=True, help="Read the new password from standard input (first line).")
+@data_dir_option
+@friendly_errors
+def users_reset_password(name: str, password_stdin: bool, data_dir: Path | None) -> None:
+    """Set a new password (from --password-stdin, else prompted twice); the login's open sessions end."""
+    from ui.auth import AuthError
+
+    password = _password(password_stdin)
+    store = _user_store(data_dir)
+    try:
+        store.reset_password(name, password)
+    except AuthError as exc:
+        fail(str(exc), 2)
+    finally:
+        store.close()
+    click.echo(f"new password set for {name!r}; its sessions were ended", err=True)

@@ -31,6 +31,7 @@ from ui.web.access import (
 from ui.web.admin import mount_admin
 from ui.web.customer import build_customer_app
 from ui.web.limits import ChatLimits
+from ui.web.ops import add_ops_routes
 from ui.web.staff import mount_staff
 
 # Gradio routes the customer chat does not need and an anonymous caller must not use: file uploads (the
@@ -159,6 +160,7 @@ def build_app(services: Services, extra_mounts: list[Callable[[FastAPI, Services
         app, customer, path=CHAT_PATH, footer_links=[], ssr_mode=False, run_history=False, show_error=False
     )
     register_apis(app, customer, CHAT_PATH)
+    add_ops_routes(app, services, queues={"chat": customer})  # /health, /ready, /metrics (ui/web/ops.py)
     for mount in [mount_staff, mount_admin, *(extra_mounts or [])]:
         mount(app, services)
     return app
@@ -167,6 +169,7 @@ def build_app(services: Services, extra_mounts: list[Callable[[FastAPI, Services
 def serve(services: Services) -> None:
     """Run the server until interrupted."""
     import uvicorn
+    from uvicorn.config import LOGGING_CONFIG
 
     s = services.server_settings
     app = build_app(services)
@@ -174,5 +177,7 @@ def serve(services: Services) -> None:
     print(f"firstline: serving on http://{s.host}:{s.port}/  (customer chat at {CHAT_PATH}/)", flush=True)
     # behind a reverse proxy on a trusted address, X-Forwarded-Proto/-For give the real scheme (secure
     # cookies) and client address (rate limits); see docs/security.md
+    # with JSON logs, uvicorn's own loggers go through the root handler (configured in ui/cli/main.py)
+    log_config = None if s.log_format == "json" else LOGGING_CONFIG
     uvicorn.run(app, host=s.host, port=s.port, log_level="warning", timeout_graceful_shutdown=5,
-                proxy_headers=True, forwarded_allow_ips=s.forwarded_allow_ips)  # fmt: skip
+                proxy_headers=True, forwarded_allow_ips=s.forwarded_allow_ips, log_config=log_config)  # fmt: skip

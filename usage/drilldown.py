@@ -1,0 +1,135 @@
+"""Drill-down: the requests and conversations behind one figure of a report (a row of `build_report`).
+
+A report row is a group (`by`, `key`) over [since, until): an hour, day or month bucket, a route, model,
+device, outcome or conversation. These queries list that group's ledger rows (newest first) and its
+conversations with their figures, so the dashboard can go from a number to what it is made of. Costs are
+as recorded (`cost_micros`, under the profile active when the request ran). Read-only connections.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from usage.db import connect
+from usage.ledger import iso
+from usage.pricing import MICROS, from_micros, money
+from usage.provisioning import has_table
+from usage.reports import FINISHED, GROUPS
+
+_TIME = {"hour": ("%Y-%m-%dT%H:00Z", timedelta(hours=1)), "day": ("%Y-%m-%d", timedelta(days=1))}
+
+
+def group_condition(by: str | None, key: str, since: datetime, until: datetime) -> tuple[str, list[Any]]:
+    """SQL condition (and parameters) selecting the finished rows of one report group in [since, until)
+    (`by` None: every finished row of the period)."""
+    cond, params = f"+status IN {FINISHED} AND started_at >= ? AND started_at < ?", [iso(since), iso(until)]
+    if by is None:
+        return cond, params
+    if by not in GROUPS:
+        raise ValueError(f"unknown grouping {by!r}")
+    if by in _TIME or by == "month":
+        lo = _bucket_start(by, key)
+        hi = (lo + timedelta(days=32)).replace(day=1) if by == "month" else lo + _TIME[by][1]
+        return cond, [iso(max(lo, since)), iso(min(hi, until))]
+    if by == "conversation":
+        return cond + " AND conversation_id = ?", [*params, key]
+    return f"{cond} AND {GROUPS[by]} = ?", [*params, key]
+
+
+def requests_of(
+    db_path: Path | str,
+    by: str | None,
+    key: str,
+    since: datetime,
+    until: datetime,
+    *,
+    failed_only: bool = False,
+    limit: int = 200,
+) -> list[dict[str, Any]]:
+    """The group's requests, newest first: time, ids, route, outcome, seconds, tokens, recorded cost, error."""
+    cond, params = group_condition(by, key, since, until)
+    if failed_only:
+        cond += " AND status != 'completed'"
+    db = _open(db_path)
+    if db is None:
+        return []
+    try:
+        rows = db.execute(
+            f"SELECT started_at, request_id, conversation_id, route, {GROUPS['outcome']}, compute_s, latency_s, "
+            "coalesce(prompt_tokens, 0) + coalesce(completion_tokens, 0), cost_micros, currency, error "
+            f"FROM requests WHERE {cond} ORDER BY started_at DESC LIMIT ?",
+            [*params, limit],
+        ).fetchall()
+    finally:
+        db.close()
+    keys = ("started_at", "request_id", "conversation_id", "route", "outcome", "compute_s", "latency_s", "tokens",
+            "cost", "currency", "error")  # fmt: skip
+    out = []
+    for row in rows:
+        item = dict(zip(keys, row, strict=True))
+        item["cost"] = money(from_micros(item["cost"])) if item["cost"] is not None else None
+        out.append(item)
+    return out
+
+
+def conversations_of(
+    db_path: Path | str, by: str, key: str, since: datetime, until: datetime, *, limit: int = 100
+) -> list[dict[str, Any]]:
+    """The group's conversations, costliest first: requests, failures, compute, recorded cost, its ticket."""
+    cond, params = group_condition(by, key, since, until)
+    db = _open(db_path)
+    if db is None:
+        return []
+    try:
+        ticket = "NULL, NULL"
+        if has_table(db, "tickets"):
+            latest = "FROM tickets t WHERE t.conversation_id = g.conversation_id ORDER BY created_at DESC LIMIT 1"
+            ticket = f"(SELECT id {latest}), (SELECT status {latest})"
+        rows = db.execute(
+            f"SELECT conversation_id, n, failed, mu, cost, first, last, {ticket} FROM (SELECT conversation_id, "
+            "count(*) AS n, sum(status != 'completed') AS failed, "
+            "sum(CAST(coalesce(compute_s, latency_s, 0) * 1000000 + 0.5 AS INTEGER)) AS mu, "
+            "sum(coalesce(cost_micros, 0)) AS cost, min(started_at) AS first, max(started_at) AS last "
+            f"FROM requests WHERE {cond} GROUP BY conversation_id) g ORDER BY cost DESC, last DESC LIMIT ?",
+            [*params, limit],
+        ).fetchall()
+    finally:
+        db.close()
+    return [
+        {
+            "conversation_id": conv,
+            "requests": n,
+            "failed": failed or 0,
+            "compute_s": float((mu or 0) / MICROS),
+            "cost": money(from_micros(cost or 0)),
+            "first": first,
+            "last": last,
+            "ticket": ticket_id,
+            "ticket_status": ticket_status,
+        }
+        for conv, n, failed, mu, cost, first, last, ticket_id, ticket_status in rows
+    ]
+
+
+def _open(db_path: Path | str) -> Any:
+    path = Path(db_path)
+    if not path.exists():
+        return None
+    db = connect(path, readonly=True)
+    if not has_table(db, "requests"):
+        db.close()
+        return None
+    return db
+
+
+def _bucket_start(by: str, key: str) -> datetime:
+    from datetime import UTC
+
+    try:
+        if by == "month":
+            return datetime.strptime(key, "%Y-%m").replace(tzinfo=UTC)
+        return datetime.strptime(key, _TIME[by][0]).replace(tzinfo=UTC)
+    except ValueError:
+        raise ValueError(f"not a {by}: {key!r}") from None
