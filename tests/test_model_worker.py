@@ -178,7 +178,7 @@ def test_the_bot_escalates_a_crash_and_serves_the_next_customer(data_dir: Path) 
         reply = events[-1]
         assert reply.route == "human" and reply.reason == escalation.MODEL_FAILURE and reply.ticket_id
         row = bot.ledger.get(reply.request_id)
-        assert row is not None and row["status"] == "error" and row["route"] == "human"
+        assert row is not None and row["status"] == "error" and row["route"] == "model"  # failed model spend (#15)
         assert row["error"].startswith("model worker died: SIGSEGV")
         assert 0 < row["compute_s"] < 5
         nxt = bot.handle_message("c2", "How do I reset my password?")

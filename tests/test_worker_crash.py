@@ -97,7 +97,7 @@ def test_a_worker_crash_mid_answer_escalates_and_the_service_goes_on(
     expect(chat).to_contain_text("technical problem", timeout=10_000)
     expect(chat).to_contain_text("passing you on to a colleague")
     status, route, error, compute_s = rows_for(db, crashed_token)[-1]
-    assert (status, route) == ("error", "human")
+    assert (status, route) == ("error", "model")  # failed model spend; the hand-over is the ticket (#15 item 13)
     assert str(error).startswith(f"model worker died: {sig.name}"), error
     assert 0 < compute_s < 120  # the time the model worked, not a phantom
     conn = sqlite3.connect(db)
