@@ -19,6 +19,7 @@ from typing import Any
 from sqlite_utils import Database
 from sqlite_utils.migrations import Migrations
 
+from bot import escalation
 from bot.conversation_store import ConversationStore
 from bot.errors import BotError
 from bot.types import Message, Source
@@ -40,6 +41,26 @@ EVENT_KINDS = (
     "email_provided",
 )
 _ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"
+ACTIONS = ("claim", "reply", "note", "resolve", "reopen")  # what staff can do to a ticket
+
+# What staff read for an escalation reason (the codes stay the stable identifiers in data and reports)
+REASON_LABELS = {
+    escalation.CUSTOMER_REQUEST: "Customer asked for a person",
+    escalation.COMPLAINT: "Complaint",
+    escalation.NOT_HELPED: "The bot's answer did not help",
+    escalation.REPEATED_QUESTION: "Customer asked the same question again",
+    escalation.NO_KB_MATCH: "Nothing in the knowledge base",
+    escalation.MODEL_FAILURE: "Technical problem: the bot could not answer",
+    escalation.MODEL_DECISION: "The bot judged that a person should answer",
+    escalation.BUDGET: "Compute budget used up",
+}
+SENSITIVE_LABELS = {
+    "refund_or_payment_dispute": "refund or payment dispute",
+    "legal_threat": "legal threat",
+    "special_cancellation": "cancellation in special circumstances",
+    "account_specific_data": "question about the customer's own account",
+    "security_incident": "security incident",
+}
 
 
 class TicketError(BotError):
@@ -123,15 +144,40 @@ def new_ticket_id() -> str:
     return "T-" + "".join(secrets.choice(_ALPHABET) for _ in range(6))
 
 
-def summarize(reason: str, history: list[Message], text: str, sources: tuple[Source, ...]) -> str:
+def reason_label(reason: str) -> str:
+    """The escalation reason as staff read it ("sensitive:legal_threat" -> "Sensitive topic: legal threat")."""
+    if reason in REASON_LABELS:
+        return REASON_LABELS[reason]
+    kind, _, topic = reason.partition(":")
+    if kind == "sensitive" and topic:
+        return "Sensitive topic: " + SENSITIVE_LABELS.get(topic, topic.replace("_", " "))
+    return reason.replace("_", " ").replace(":", ": ").capitalize() or "Unknown"
+
+
+def allowed_actions(ticket: Ticket, staff: str, *, other_active: bool = False) -> frozenset[str]:
+    """What `staff` may do to the ticket in its state (the store refuses the rest with a TicketError).
+
+    `other_active`: the conversation has another open or claimed ticket (then this one cannot be reopened)."""
+    if ticket.status == "resolved":
+        return frozenset({"note"} if other_active else {"note", "reopen"})
+    mine_or_nobodys = ticket.status == "open" or ticket.claimed_by == staff
+    out = {"note", "resolve"}
+    if mine_or_nobodys:
+        out |= {"reply"}
+    if ticket.status == "open":
+        out |= {"claim"}
+    return frozenset(out)
+
+
+def summarize(reason: str, history: list[Message], text: str, source_titles: list[str]) -> str:
     """A short summary for staff, without a model call (reliable and free)."""
     first = next((m.content for m in history if m.role == "user"), text)
-    parts = [f"Reason: {reason.replace('_', ' ')}."]
+    parts = [f"Reason: {reason_label(reason)}."]
     parts.append(f"Customer's last message: {_clip(text, 200)}")
     if first != text:
         parts.append(f"Conversation started with: {_clip(first, 160)}")
-    if sources:
-        parts.append("Bot found: " + "; ".join(s.title for s in sources[:3]))
+    if source_titles:
+        parts.append("Bot found: " + "; ".join(source_titles[:3]))
     turns = sum(1 for m in history if m.role == "user") + 1
     parts.append(f"{turns} customer message(s) so far.")
     return "\n".join(parts)
@@ -175,7 +221,7 @@ class TicketStore(Store):
                     "conversation_id": conversation_id,
                     "status": "open",
                     "reason": reason,
-                    "summary": summarize(reason, history, text, sources),
+                    "summary": summarize(reason, history, text, [s.title for s in sources]),
                     "transcript": json.dumps(transcript, ensure_ascii=False),
                     "sources": json.dumps([s.as_dict() for s in sources], ensure_ascii=False),
                     "lang": lang,
@@ -276,10 +322,14 @@ class TicketStore(Store):
             row = self._active_row(db, conversation_id)
             if row is None:
                 raise TicketError("no active ticket for this conversation")
+            history = self.conversations.messages(conversation_id)
             self.conversations.add_message(conversation_id, "user", text, lang=lang, route="human")
             self._event(db, row["id"], "customer_message", "customer", text)
-            db.table("tickets").update(row["id"], {"updated_at": iso(utcnow())})
-            return Ticket.from_row(row)
+            # the summary follows the conversation: staff see the customer's newest message, not the first
+            titles = [str(s.get("title", "")) for s in json.loads(row["sources"] or "[]")]
+            summary = summarize(row["reason"], history, text, titles)
+            db.table("tickets").update(row["id"], {"summary": summary, "updated_at": iso(utcnow())})
+            return Ticket.from_row(self._row(db, row["id"]))
 
     def notify_unclaimed(self, conversation_id: str, after_s: float, notice: str) -> bool:
         """If the active ticket has waited unclaimed longer than `after_s`, tell the customer once."""
@@ -311,6 +361,14 @@ class TicketStore(Store):
     def get(self, ticket_id: str) -> Ticket:
         with self.read() as db:
             return Ticket.from_row(self._row(db, ticket_id))
+
+    def allowed(self, ticket_id: str, staff: str) -> frozenset[str]:
+        """What `staff` may do to the ticket now (see `allowed_actions`)."""
+        with self.read() as db:
+            row = self._row(db, ticket_id)
+            active = self._active_row(db, row["conversation_id"])
+        other = active is not None and active["id"] != ticket_id
+        return allowed_actions(Ticket.from_row(row), staff, other_active=other)
 
     def active_for(self, conversation_id: str) -> Ticket | None:
         """The conversation's open or claimed ticket."""

@@ -80,11 +80,14 @@ def call(
     session_hash: str | None = None,
     cookies: dict[str, str] | None = None,
     timeout: float = 60.0,
+    event_data: dict[str, Any] | None = None,
 ) -> Outcome:
-    """Join the queue for event `index` with `data` and read the session's event stream to the end."""
+    """Join the queue for event `index` with `data` (and the browser's event data, e.g. a table click) and
+    read the session's event stream to the end."""
     base = base.rstrip("/")
     session_hash = session_hash or secrets.token_hex(6)
-    body = {"data": data, "fn_index": index, "session_hash": session_hash, "event_data": None, "trigger_id": None}
+    body = {"data": data, "fn_index": index, "session_hash": session_hash, "event_data": event_data,
+            "trigger_id": None}  # fmt: skip
     with httpx.Client(cookies=cookies, timeout=timeout) as client:
         # json.dumps escapes lone surrogates as \\udXXX (httpx's json= cannot encode them at all)
         r = client.post(

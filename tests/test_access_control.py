@@ -447,16 +447,76 @@ def test_staff_console_handlers_check_the_session_themselves(tmp_path: Path) -> 
         app = FastAPI()
         mount_staff(app, services)  # no protect middleware on this app
         with TestClient(app) as client:
+            client.cookies.set(SESSION_COOKIE, good)
+            deps = client.get("/staff/config").json()["dependencies"]
+            assert len(deps) >= 20
             for cookie in (None, "forged-token"):
                 client.cookies.clear()
                 if cookie:
                     client.cookies.set(SESSION_COOKIE, cookie)
                 assert client.get("/staff/config").status_code in (401, 403)
                 assert client.get("/staff/gradio_api/info").status_code in (401, 403)
-                r = client.post("/staff/gradio_api/queue/join", json={"data": [], "fn_index": 0, "session_hash": "x"})
-                assert r.status_code in (401, 403)
-            client.cookies.set(SESSION_COOKIE, good)
-            assert client.get("/staff/config").status_code == 200
+                for dep in deps:  # every event of the console
+                    body = {"data": [None] * len(dep["inputs"]), "fn_index": dep["id"], "session_hash": "x"}
+                    r = client.post("/staff/gradio_api/queue/join", json=body)
+                    assert r.status_code in (401, 403), (dep.get("api_name"), r.status_code)
+    finally:
+        services.close()
+
+
+# -- the staff console's own events ----------------------------------------------------------------------
+def _staff_events(env: Env) -> list[dict[str, Any]]:
+    deps = config(env.url + "/staff", env.cookies["staff"])["dependencies"]
+    assert len(deps) >= 20  # the inbox, the review list, canned replies, the timer
+    return list(deps)
+
+
+@pytest.mark.parametrize("caller", ["anonymous", "customer", "expired", "forged", "disabled"])
+def test_every_staff_console_event_is_refused_without_the_staff_role(env: Env, caller: str) -> None:
+    """Every event of /staff (each button, the timer, table clicks), called as the browser calls it."""
+    base = env.url + "/staff"
+    for dep in _staff_events(env):
+        out = call(base, int(dep["id"]), [None] * len(dep["inputs"]), cookies=env.cookies[caller], timeout=10)
+        assert out.join_status == 401, (caller, dep.get("api_name"), out.join_status, out.join_body[:200])
+        assert not out.messages
+
+
+def test_staff_console_events_run_for_staff_and_admins(env: Env) -> None:
+    base = env.url + "/staff"
+    live = next(d for d in _staff_events(env) if d.get("api_name") == "live")
+    for caller in ("staff", "admin"):
+        out = call(base, int(live["id"]), ["open", "", None, {}], cookies=env.cookies[caller])
+        assert out.join_status == 200 and out.success, (caller, out.error)
+
+
+def test_every_staff_console_handler_checks_the_role_itself(tmp_path: Path) -> None:
+    """Third layer: each handler refuses a caller without a staff session, whatever let the call through."""
+    import inspect
+
+    import gradio as gr
+
+    from models.fake import ScriptedChatModel
+    from ui.app import build_services
+    from ui.web.staff import build_staff_app
+
+    services = build_services(tmp_path / "d", model=ScriptedChatModel(), demo_kb=False)
+    try:
+        blocks = build_staff_app(services)
+        checked = []
+        for block_fn in blocks.fns.values():
+            if block_fn.fn is None or block_fn.renderable is not None:
+                continue  # page-only script events; the review list's renderer (it reads server-side state only)
+            kwargs: dict[str, Any] = {}
+            for name, param in inspect.signature(block_fn.fn).parameters.items():
+                hint = str(param.annotation)
+                if "SelectData" in hint:
+                    kwargs[name] = gr.SelectData(None, {"index": [0, 0], "value": "T-X", "row_value": ["T-X"]})
+                else:
+                    kwargs[name] = gr.Request() if "Request" in hint else None
+            with pytest.raises(gr.Error, match="Not logged in"):
+                block_fn.fn(**kwargs)
+            checked.append(block_fn.name)
+        assert len(checked) >= 15, checked
     finally:
         services.close()
 

@@ -50,10 +50,7 @@ def test_customer_staff_handover_journey(
     login(staff, server.url, "sam", "correct horse battery")
     expect(staff.locator("#staff-header")).to_contain_text("signed in as sam", timeout=30_000)
     expect(staff.locator("#queue")).to_contain_text(ticket, timeout=15_000)
-    picker = staff.locator("#ticket-id input")
-    picker.fill(ticket)
-    picker.press("Enter")
-    staff.locator("#open-ticket").click()
+    staff.locator("#queue").get_by_text(ticket, exact=True).first.click()  # a click on the ticket opens it
     expect(staff.locator("#transcript-box")).to_contain_text("talk to a real person", timeout=15_000)
     staff.locator("#claim").click()
     expect(staff.locator("#status")).to_contain_text("Done: claim", timeout=15_000)
@@ -67,11 +64,11 @@ def test_customer_staff_handover_journey(
     box.fill("Thanks Sam, my router is blinking red")
     box.press("Enter")
     expect(staff.locator("#transcript-box")).to_contain_text("blinking red", timeout=20_000)  # timer refresh
-    staff.locator("#open-ticket").click()
-    expect(staff.locator("#transcript-box")).to_contain_text("blinking red", timeout=15_000)
+    expect(staff.locator("#summary")).to_contain_text("blinking red", timeout=15_000)  # the summary follows
 
-    # 4. staff resolve; the bot takes over again and says so
+    # 4. staff resolve (after confirming); the bot takes over again and says so
     staff.locator("#resolve").click()
+    staff.locator("#confirm-resolve").click()
     expect(staff.locator("#status")).to_contain_text("Done: resolve", timeout=15_000)
     expect(chat).to_contain_text("support assistant again", timeout=15_000)
 

@@ -78,12 +78,13 @@ def _staff_worker(
     cookies = {SESSION_COOKIE: cookie}
     try:
         cfg = config(base, cookies)
-        refresh = fn_index(cfg, api_name="refresh_queue")
+        refresh = fn_index(cfg, api_name="live")
         open_ticket = fn_index(cfg, api_name="open_ticket")
+        click = {"index": [0, 0], "value": ticket, "row_value": [ticket], "col_value": None, "selected": True}
         while not stop.is_set():
-            for index, data in ((refresh, ["open"]), (open_ticket, [ticket])):
+            for index, data, event in ((refresh, ["open", "", None, {}], None), (open_ticket, ["open", "", {}], click)):
                 t0 = time.monotonic()
-                result = call(base, index, data, cookies=cookies, timeout=120)
+                result = call(base, index, data, cookies=cookies, timeout=120, event_data=event)
                 out.append(time.monotonic() - t0)
                 if not result.success or ticket not in result.text():
                     errors.append(f"staff action failed: {result.error}")

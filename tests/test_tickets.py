@@ -39,7 +39,7 @@ def test_open_writes_ticket_event_and_handover_together(store: TicketStore, data
     assert t.status == "open" and t.reason == "customer_request"
     assert [m["content"] for m in t.transcript] == ["hello", "hi", "I want a person"]
     assert t.sources[0]["title"] == "Reset password"
-    assert "customer request" in t.summary and "Reset password" in t.summary
+    assert "Customer asked for a person" in t.summary and "Reset password" in t.summary
     assert [e["kind"] for e in store.events(tid)] == ["opened"]
     assert store.conversations.get("c1")["status"] == "human"  # type: ignore[index]
 

@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from bot.canned import CannedReplyStore
 from bot.suggestions import SuggestionStore
 from models.fake import ScriptedChatModel
 from ui.auth import UserStore
@@ -155,6 +156,14 @@ def seed(data_dir: Path) -> dict[str, Any]:
             reply = bot.handle_message(f"xss-sum-{i}", f"I want to talk to a person {payload}")
             assert reply.ticket_id
             summaries.append(reply.ticket_id)
+        # the same customer's earlier ticket (linked by the e-mail) and canned replies carry payloads too
+        earlier = bot.handle_message("xss-earlier", "I want to talk to a person " + PAYLOADS[1])
+        assert earlier.ticket_id
+        tickets.set_email("xss-earlier", EMAIL_PAYLOAD)
+        canned = CannedReplyStore(data_dir / "firstline.db")
+        for i, payload in enumerate(PAYLOADS[:6]):
+            canned.save(f"xss{i}", "en", payload, "sam")
+        canned.close()
         suggestions = SuggestionStore(data_dir / "firstline.db", services.knowledge)
         for payload in PAYLOADS[:5]:
             suggestions.propose(f"Question {payload}", f"Answer {payload}", "en", "sam", main.id)
@@ -166,7 +175,7 @@ def seed(data_dir: Path) -> dict[str, Any]:
         users.add_user("sam", "staff", "correct horse battery")
         users.add_user("ada", "admin", "correct horse battery")
         users.close()
-        return {"main": main.id, "summaries": summaries}
+        return {"main": main.id, "summaries": summaries, "earlier": earlier.ticket_id}
     finally:
         services.close()
 
@@ -174,11 +183,9 @@ def seed(data_dir: Path) -> dict[str, Any]:
 def open_ticket(page: Any, ticket: str, expect_text: str) -> None:
     from playwright.sync_api import expect
 
-    picker = page.locator("#ticket-id input")
-    picker.fill(ticket)
-    picker.press("Enter")
-    page.locator("#open-ticket").click()
-    expect(page.locator("#status")).to_contain_text(ticket, timeout=20_000)
+    page.locator("#queue-view").get_by_text("All").click()
+    page.locator("#queue").get_by_text(ticket, exact=True).first.click()
+    expect(page.locator("#ticket-head")).to_contain_text(ticket, timeout=20_000)
     expect(page.locator("#transcript-box")).to_contain_text(expect_text, timeout=20_000)
 
 
@@ -198,9 +205,19 @@ def test_payloads_do_not_run_in_staff_console_or_admin_dashboard(
     expect(page.locator("#queue")).to_contain_text(seeded["summaries"][-1], timeout=20_000)
     assert_clean(page, watch, "queue")
     open_ticket(page, seeded["main"], "XSS-END-OF-PAYLOADS")
-    expect(page.locator("#status")).to_contain_text("evil.example", timeout=10_000)  # the e-mail, as text
+    expect(page.locator("#customer")).to_contain_text("evil.example", timeout=10_000)  # the e-mail, as text
     page.get_by_text("Bot's sources and ticket history").click()  # the notes live in the events list
     expect(page.locator("#events")).to_contain_text("note", timeout=10_000)
+    expect(page.locator("#earlier")).to_contain_text(seeded["earlier"], timeout=10_000)  # the earlier ticket
+    expect(page.locator("#earlier")).to_contain_text("onerror")  # its first message, as text
+    page.locator("#canned-pick").click()  # the canned replies of the ticket's language, as text
+    expect(page.get_by_role("option", name=re.compile("/xss0"))).to_be_visible(timeout=10_000)
+    page.keyboard.press("Escape")
+    box = page.locator("#reply textarea")
+    box.fill("/xss1")
+    box.press("Tab")  # the shortcut inserts the payload as text into the reply box
+    expect(box).to_have_value(PAYLOADS[1])
+    assert_clean(page, watch, "earlier tickets and canned replies")
     transcript = page.locator("#transcript-box").inner_text()
     for payload in (PAYLOADS[0], PAYLOADS[1], PAYLOADS[13]):  # shown as the text the customer typed
         assert payload.split(">")[0] in transcript
@@ -209,6 +226,14 @@ def test_payloads_do_not_run_in_staff_console_or_admin_dashboard(
         open_ticket(page, ticket, "talk to a person")
         expect(page.locator("#summary")).to_contain_text("Customer's last message", timeout=10_000)
         assert_clean(page, watch, f"summary of {ticket}")
+    search = page.locator("#search textarea, #search input").first
+    search.fill("<img src=x onerror")
+    search.press("Enter")
+    expect(page.locator("#queue")).to_contain_text(seeded["main"], timeout=10_000)
+    assert_clean(page, watch, "search for a payload")
+    page.get_by_role("tab", name="Canned replies").click()
+    expect(page.locator("#canned-list")).to_contain_text("/xss5", timeout=10_000)
+    assert_clean(page, watch, "canned replies tab")
     page.get_by_role("tab", name="FAQ suggestions to review").click()
     expect(page.get_by_text("Question <script>", exact=False).first).to_be_visible(timeout=20_000)
     assert_clean(page, watch, "FAQ suggestions")

@@ -47,7 +47,13 @@ def require_role(services: Services, request: gr.Request | None, role: str) -> U
 
 
 def mount_protected(
-    app: FastAPI, services: Services, blocks: gr.Blocks, path: str, role: str, css: str | None = None
+    app: FastAPI,
+    services: Services,
+    blocks: gr.Blocks,
+    path: str,
+    role: str,
+    css: str | None = None,
+    head: str | None = None,
 ) -> None:
     """Mount a Gradio app that only users with `role` (or admins) may use, on every route."""
 
@@ -64,6 +70,7 @@ def mount_protected(
         ssr_mode=False,
         run_history=False,
         css=css,
+        head=head,
     )
     register_apis(app, blocks, path)
 
