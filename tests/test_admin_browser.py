@@ -16,6 +16,7 @@ import pytest
 from ui.auth import SESSION_COOKIE, UserStore
 from ui.web.admin_views import fmt_money
 from usage.ledger import Ledger, Measurement
+from usage.reports import latency_labels
 
 ROOT = Path(__file__).resolve().parent.parent
 ADMIN, STAFF, PASSWORD = "ada", "sam", "correct horse battery"
@@ -57,6 +58,30 @@ def login(page: Any, base: str, name: str, target: str = "/admin/") -> None:
     page.click("#login")
 
 
+def visible_boxes(page: Any, selector: str) -> list[tuple[str, dict[str, float]]]:
+    """(text, bounding box) of each element that is drawn (not hidden by the plot's overlap removal)."""
+    return list(
+        page.evaluate(
+            """sel => [...document.querySelectorAll(sel)]
+                .filter(t => getComputedStyle(t).opacity !== "0" && t.getAttribute("opacity") !== "0")
+                .map(t => { const b = t.getBoundingClientRect();
+                            return [t.textContent, {x: b.left, y: b.top, width: b.width, height: b.height}]; })
+                .filter(([, b]) => b.width > 0)""",
+            selector,
+        )
+    )
+
+
+def overlaps(boxes: list[dict[str, float]], angle_deg: float, font_px: float) -> list[tuple[int, int]]:
+    """Neighbouring axis labels drawn parallel at `angle_deg` whose lines come closer than a line's height
+    (the bounding boxes of slanted labels always overlap; the text itself must not)."""
+    import math
+
+    centres = sorted(b["x"] + b["width"] / 2 for b in boxes)
+    slant = abs(math.sin(math.radians(angle_deg))) or 1.0
+    return [(i, i + 1) for i, (a, b) in enumerate(zip(centres, centres[1:], strict=False)) if (b - a) * slant < font_px]
+
+
 @pytest.mark.browser
 def test_admin_sees_plots_and_a_total_matching_the_report(
     data_dir: Path, live_server_factory: Any, browser: Any, request: pytest.FixtureRequest
@@ -80,6 +105,24 @@ def test_admin_sees_plots_and_a_total_matching_the_report(
         expect(page.locator(f"{plot} svg, {plot} canvas").first).to_be_visible(timeout=30_000)
     day = expected["rows"][0]["day"]
     expect(page.locator("#report-table")).to_contain_text(day)
+    # latency labels were drawn on top of each other: every bucket's label shows, none overlaps another
+    labels = page.locator("#latency-plot svg .role-axis-label text")
+    expect(labels.filter(has_text="-").first).to_be_visible(timeout=30_000)
+    shown = visible_boxes(page, "#latency-plot svg .role-axis-label text")
+    buckets = {label.removesuffix(" s") for label in latency_labels()}
+    assert {text for text, _ in shown} >= buckets, shown
+    font_px = float(labels.first.evaluate("t => parseFloat(getComputedStyle(t).fontSize)"))
+    assert not overlaps([box for text, box in shown if text in buckets], 40, font_px), (font_px, shown)
+    # the report table was cut off: every column's header lies inside the table's visible area
+    table_box = page.locator("#report-table").bounding_box()
+    assert table_box is not None
+    for title in ("Requests", "Failed", "Compute s", "p95 s", "Cost", "Failed cost"):
+        header = page.locator("#report-table th", has_text=title).first
+        box = header.bounding_box()
+        assert box is not None and box["width"] > 0, title
+        assert box["x"] >= table_box["x"] - 1 and box["x"] + box["width"] <= table_box["x"] + table_box["width"] + 1, (
+            title
+        )
 
     page.locator("#group-by input").click()  # the table regroups; the total stays the report's total
     page.get_by_role("option", name="route").click()
