@@ -110,6 +110,7 @@ class Bot:
             if (
                 decision.ask_model
                 and self.settings.ask_model_when_unsure
+                and getattr(self.model, "supports_grammar", True)  # else the rules decide (served engines)
                 and self._model_says_escalate(conversation_id, text)
             ):
                 decision = Decision("human", escalation.MODEL_DECISION, sources=decision.sources)
@@ -222,7 +223,10 @@ class Bot:
                 _log_model_failure(conversation_id, exc)
                 req.fail(_failure_text(exc))
                 req.measurement = _measure([gen.usage] if gen is not None and gen.usage else [])
+                if gen is not None:
+                    self._bill_failed_attempts(conversation_id, getattr(gen, "failed_attempts", ()))
                 return True
+            self._bill_failed_attempts(conversation_id, getattr(gen, "failed_attempts", ()))
             escalate = verdict.startswith("escalate")
             req.route = "human" if escalate else "model"
             req.measurement = _measure([gen.usage] if gen.usage else [])
@@ -282,6 +286,7 @@ class Bot:
             if stream is not None:
                 stream.close()
             req.measurement = _measure(usages, decision.retrieval_s + (guard.check_s if guard else 0.0))  # cancelled
+            self._bill_failed_attempts(conversation_id, usages[:-1])
             self._keep_partial(conversation_id, rid, lang, shown)
             raise
         except BotError:
@@ -292,6 +297,7 @@ class Bot:
             if stream is not None:
                 stream.close()
         req.measurement = _measure(usages, decision.retrieval_s + (guard.check_s if guard else 0.0))
+        self._bill_failed_attempts(conversation_id, usages[:-1])  # tries retried on another replica
         if failure is not None:
             # the row stays route `model`: its seconds were spent generating, so a timed-out or failed generation
             # is failed model spend (reports show it by cause); the hand-over is the ticket, not this row's route
@@ -357,6 +363,16 @@ class Bot:
                                route=CLARIFY_ROUTE)  # fmt: skip
         compute_s = req.measurement.compute_s if req.measurement else 0.0
         return Reply(answer, "faq", conversation_id, req.request_id, lang, (), None, compute_s, reason)
+
+    def _bill_failed_attempts(self, conversation_id: str, attempts: Sequence[Usage]) -> None:
+        """A served engine retried the request on another replica before any piece reached the customer: each
+        failed try is its own ledger row (`error`, with its cause), billed for what it spent."""
+        for usage in attempts:
+            rid = self.ledger.start(conversation_id=conversation_id, route="model", model_id=usage.model_id,
+                                    device=usage.device)  # fmt: skip
+            cause = f"attempt {usage.attempt} on {usage.replica or 'the engine'} failed, retried: {usage.error}"
+            self.ledger.finish(rid, status="error", measurement=measurement_of(usage), error=cause[:500],
+                               reason="engine_retry")  # fmt: skip
 
     def _keep_partial(self, conversation_id: str, rid: str, lang: Lang, pieces: list[str]) -> None:
         """A partial answer (cancelled or failed) is kept, sanitised like a whole one."""
@@ -466,7 +482,12 @@ def _log_model_failure(conversation_id: str, exc: BaseException) -> None:
 def _measure(usages: list[Usage], retrieval_s: float = 0.0) -> Measurement:
     if not usages:
         return Measurement(retrieval_s=retrieval_s)
-    u = usages[-1]
+    return measurement_of(usages[-1], retrieval_s)
+
+
+def measurement_of(u: Usage, retrieval_s: float = 0.0) -> Measurement:
+    """The ledger's Measurement of one model call (the ledger does not import the model layer)."""
+    t = u.timings
     return Measurement(
         queue_wait_s=u.queue_wait_s,
         prefill_s=u.prefill_s,
@@ -477,4 +498,15 @@ def _measure(usages: list[Usage], retrieval_s: float = 0.0) -> Measurement:
         cached_tokens=u.cached_tokens,
         model_id=u.model_id,
         device=u.device,
+        engine=u.engine,
+        replica=u.replica,
+        sent_at=u.sent_at,
+        first_token_at=u.first_token_at,
+        ended_at=u.ended_at,
+        estimated=u.estimated,
+        engine_prompt_n=t.prompt_n if t else None,
+        engine_prompt_ms=t.prompt_ms if t else None,
+        engine_predicted_n=t.predicted_n if t else None,
+        engine_predicted_ms=t.predicted_ms if t else None,
+        engine_cache_n=t.cache_n if t else None,
     )

@@ -14,7 +14,7 @@ from collections.abc import Generator
 from dataclasses import dataclass, field
 
 from models.errors import ContextOverflowError, GenerationError
-from models.types import ChatMessage, Generation, Usage
+from models.types import ChatMessage, Generation, Usage, inprocess_replica
 
 
 @dataclass
@@ -34,6 +34,7 @@ class ScriptedChatModel:
     seconds_per_token: float = 0.0
     context_size: int = 2048
     model_name: str = "scripted-fake"
+    replica: str = ""  # Usage.replica (default: this process, types.inprocess_replica)
     history: list[ScriptedCall] = field(default_factory=list)
     _queue: deque[str | BaseException] = field(default_factory=deque)
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -97,6 +98,7 @@ class _ScriptedGeneration(Generation):
         t_call = time.perf_counter()
         with owner._lock:
             t_acq = time.perf_counter()
+            wall_acq, wall_first = time.time(), None
             prompt = owner.count_tokens(messages)
             words: list[str] = []
             finish = "stop"
@@ -113,7 +115,7 @@ class _ScriptedGeneration(Generation):
                     if owner.seconds_per_token:
                         time.sleep(owner.seconds_per_token)
                     if i == 0:
-                        t_first = time.perf_counter()
+                        t_first, wall_first = time.perf_counter(), time.time()
                     words.append(word)
                     yield word if i == 0 else " " + word
             except GeneratorExit:
@@ -133,4 +135,9 @@ class _ScriptedGeneration(Generation):
                     model_id=owner.model_id,
                     device=owner.device,
                     finish_reason=finish,
+                    engine="scripted",
+                    replica=owner.replica or inprocess_replica(),
+                    sent_at=wall_acq,
+                    first_token_at=wall_first,
+                    ended_at=time.time(),
                 )

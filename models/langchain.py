@@ -4,7 +4,8 @@ It lets prompts and chains built with `langchain-core` run on the one model this
 (never a `ChatLlamaCpp` per request, which would load the model each time). Each streamed chunk carries
 text; the last one carries our measured `Usage` in `response_metadata["usage"]` and LangChain's
 `usage_metadata` token counts. Pass `usage_sink=callable` to also receive the Usage when the stream
-is closed early (a cancelled chat still has its compute time recorded).
+is closed early (a cancelled chat still has its compute time recorded); a served engine's failed tries
+that were retried on another replica reach the sink first, one Usage each, the request's own last.
 """
 
 from __future__ import annotations
@@ -76,9 +77,13 @@ class FirstlineChatModel(BaseChatModel):
                 yield chunk
         finally:
             gen.close()
-            # also reached when the consumer stops early: the caller still learns what was spent
-            if sink is not None and gen.usage is not None:
-                sink(gen.usage)
+            # also reached when the consumer stops early: the caller still learns what was spent; tries that a
+            # served engine retried on another replica come first, the request's own usage last
+            if sink is not None:
+                for attempt in getattr(gen, "failed_attempts", ()):
+                    sink(attempt)
+                if gen.usage is not None:
+                    sink(gen.usage)
         usage = gen.usage
         if usage is not None:
             yield ChatGenerationChunk(message=_usage_chunk(usage))

@@ -38,7 +38,7 @@ from models.errors import ContextOverflowError, GenerationError
 from models.settings import ModelSettings
 from models.state_cache import StateCache, common_prefix
 from models.threads import ThreadGovernor
-from models.types import ChatMessage, Generation, Usage
+from models.types import ChatMessage, Generation, Usage, inprocess_replica
 
 log = logging.getLogger(__name__)
 
@@ -103,10 +103,12 @@ class LlamaChatModel:
         load_options: dict[str, Any] | None = None,
         model_id: str | None = None,
         compute_thread: bool = True,
+        replica: str | None = None,
     ) -> None:
         """Load the model. `load_options` go to llama_cpp.Llama as they are (e.g. `lora_path`); `model_id`
         names what is served (default: the file name); `compute_thread=False` computes on the calling thread
-        (the model worker process has exactly one caller)."""
+        (the model worker process has exactly one caller); `replica` names its timeline in Usage (default: this
+        process, see types.inprocess_replica)."""
         self.settings = settings or ModelSettings()
         path, sha = loader.resolve_model(self.settings.model_path, self.settings.model_sha256)
         loader.check_model_file(path, sha)
@@ -134,6 +136,7 @@ class LlamaChatModel:
         self._lock = threading.Lock()
         self._formatter = loader.chat_formatter(self._llm)
         self._model_id = model_id or path.name.removesuffix(".gguf")
+        self.replica = replica or inprocess_replica()
         self._device = loader.detect_device(self.settings.n_gpu_layers)
         self._grammars: dict[str, Any] = {}
         self._states = StateCache(self.settings.prompt_cache_mb * 1024 * 1024)
@@ -332,6 +335,9 @@ class _LlamaGeneration(Generation):
         # step to the compute thread counts towards prefill, not towards waiting for the model
         t_acq = self._t_locked
         queue_wait = t_acq - self._t_call
+        # the same instants on the wall clock (Usage.sent_at / first_token_at / ended_at)
+        wall_acq = time.time() - (time.perf_counter() - t_acq)
+        wall_first: float | None = None
         prefill = decode = 0.0
         n_prompt = n_out = cached = 0
         finish = "length"
@@ -360,6 +366,7 @@ class _LlamaGeneration(Generation):
                 now = time.perf_counter()
                 if first:
                     prefill, segment, first = now - t_acq, now, False
+                    wall_first = time.time()
                 if loader.is_end_of_generation(llm, token):
                     finish = "stop"
                     break
@@ -405,4 +412,9 @@ class _LlamaGeneration(Generation):
                 device=owner.device,
                 cached_tokens=cached,
                 finish_reason=finish,
+                engine="inprocess",
+                replica=owner.replica,
+                sent_at=wall_acq,
+                first_token_at=wall_first,
+                ended_at=time.time(),
             )

@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 from typing import TypeVar
 
 from models.errors import GenerationError, ModelUnavailableError
-from models.types import ChatMessage, ChatModel, Generation
+from models.types import ChatMessage, ChatModel, Generation, Readiness, readiness
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +92,14 @@ class OnDemandModel:
             self._release()
             raise
         return _HeldGeneration(inner, self._release)
+
+    def readiness(self) -> Readiness:
+        """The loaded model's readiness; unloaded, ready (it loads at the next request)."""
+        with self._cond:
+            model = self._model
+        if model is None:
+            return Readiness(True, "the model is unloaded; it loads on demand at the next request")
+        return readiness(model)
 
     # -- state -------------------------------------------------------------------------------------
     @property

@@ -33,7 +33,7 @@ from models import cpu, errors
 from models.errors import GenerationError, ModelError, ModelFileError, ModelUnavailableError
 from models.settings import ModelSettings
 from models.supervisor import Supervisor, exit_cause
-from models.types import ChatMessage, Generation, Usage
+from models.types import ChatMessage, Generation, Readiness, Usage, inprocess_replica
 from models.wire import Channel
 from models.worker import WorkerConfig
 
@@ -230,6 +230,7 @@ class WorkerChatModel:
             model_id=model_id,
             self_check=self_check,
             scripted_seconds_per_token=scripted_seconds_per_token,
+            replica=inprocess_replica(),
         )
         self.env = dict(env or {}) if replace_env else {**self.settings.worker_environment(), **(env or {})}
         self.replace_env = replace_env
@@ -262,6 +263,13 @@ class WorkerChatModel:
 
     def count_tokens(self, messages: list[ChatMessage]) -> int:
         return int(self._call("count", list(messages)))
+
+    def readiness(self) -> Readiness:
+        """Ready while a worker is up; between a crash and its restart, not ready, with the cause."""
+        child = self.supervisor.current
+        if child is not None and child.alive:
+            return Readiness(True, f"model worker {child.pid} serving {self._info.get('model_id', '?')}")
+        return Readiness(False, self.supervisor.last_error or "the model worker is not running")
 
     def reset_cache(self) -> None:
         """Forget the worker's live KV cache and saved states (waits for a running generation)."""
@@ -356,6 +364,7 @@ class WorkerGeneration(Generation):
         self._finished = False
         self._queue_wait = 0.0
         self._t_sent = self._t_first = self._t_last = 0.0
+        self._wall_sent = 0.0
         self._pieces = 0
 
     def __next__(self) -> str:
@@ -434,6 +443,7 @@ class WorkerGeneration(Generation):
         self._inbox = worker.open(self._rid)
         self._queue_wait = time.perf_counter() - t_call
         self._t_sent = time.perf_counter()
+        self._wall_sent = time.time()
         worker.send("stream", self._rid, self._request)
 
     def _end(self, usage: Usage | None, *, cancelled: bool = False) -> None:
@@ -458,6 +468,10 @@ class WorkerGeneration(Generation):
             now = self._t_last or self._t_sent
         first = self._t_first or now
         info = self._owner.info
+
+        def wall(t: float) -> float:  # a perf_counter instant on the wall clock
+            return self._wall_sent + (t - self._t_sent)
+
         return Usage(
             prompt_tokens=0,
             completion_tokens=self._pieces,
@@ -467,6 +481,12 @@ class WorkerGeneration(Generation):
             model_id=str(info.get("model_id", "")),
             device=str(info.get("device", "")),
             finish_reason=finish,
+            engine="inprocess",
+            replica=self._owner.config.replica or "",
+            sent_at=self._wall_sent,
+            first_token_at=wall(self._t_first) if self._t_first else None,
+            ended_at=wall(now),
+            estimated=True,
         )
 
     def _release(self) -> None:

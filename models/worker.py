@@ -53,6 +53,7 @@ class WorkerConfig:
     model_id: str | None = None  # what is served, e.g. a tuned version's name (default: the file name)
     self_check: bool = True
     scripted_seconds_per_token: float = 0.0  # the scripted fake's pace (tests that kill a worker mid-answer)
+    replica: str | None = None  # Usage.replica: the web process's timeline (the worker's pid changes on restart)
 
 
 def build_model(config: WorkerConfig) -> ChatModel:
@@ -65,10 +66,17 @@ def build_model(config: WorkerConfig) -> ChatModel:
             context_size=settings.n_ctx,
             seconds_per_token=config.scripted_seconds_per_token,
             model_name=config.model_id or "scripted-fake",
+            replica=config.replica or "",
         )
     from models.llama import LlamaChatModel
 
-    return LlamaChatModel(settings, load_options=config.load_options, model_id=config.model_id, compute_thread=False)
+    return LlamaChatModel(
+        settings,
+        load_options=config.load_options,
+        model_id=config.model_id,
+        compute_thread=False,
+        replica=config.replica,
+    )
 
 
 def describe(model: ChatModel, load_s: float, check_s: float) -> dict[str, Any]:

@@ -117,6 +117,21 @@ class Measurement:
     cached_tokens: int = 0
     model_id: str = ""
     device: str = ""
+    # Served engines (issue #16; models.types.Usage documents each field): which engine and replica
+    # computed the request, its active interval on that replica's timeline (Unix epoch seconds, as firstline
+    # saw it), the engine's raw per-request timings (overlapping under batching: never summed as compute),
+    # and whether the engine reported nothing (a failed or cancelled request: firstline's clock only).
+    engine: str = ""
+    replica: str = ""
+    sent_at: float | None = None
+    first_token_at: float | None = None
+    ended_at: float | None = None
+    estimated: bool = False
+    engine_prompt_n: int | None = None
+    engine_prompt_ms: float | None = None
+    engine_predicted_n: int | None = None
+    engine_predicted_ms: float | None = None
+    engine_cache_n: int | None = None
 
     @property
     def compute_s(self) -> float:
