@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
-.PHONY: install run test test-fast lint format bench stress system-deps clean docs
+.PHONY: install run test test-fast lint format bench stress system-deps clean docs llama-server
 
 # Creates the virtual environment and installs firstline with its pinned dependencies.
 # The first run compiles llama.cpp (llama-cpp-python has no CPU wheel on PyPI): ~9 minutes on 2 cores.
@@ -27,10 +27,18 @@ install: $(STAMP)
 system-deps:
 	@bash scripts/install-system-deps.sh
 
+# llama.cpp's llama-server for FIRSTLINE_ENGINE=llama-server (issue #16), built from the llama.cpp source
+# llama-cpp-python vendors and cached in ~/.cache/firstline: ~10 minutes on 2 cores the first time, then nothing.
+llama-server: install
+	PYTHON=$(BIN)/python bash scripts/build-llama-server.sh >/dev/null
+
+# The default (embedded) engine needs no build; FIRSTLINE_ENGINE=llama-server make run builds llama-server first.
 run: install
+	$(if $(filter llama-server,$(FIRSTLINE_ENGINE)),PYTHON=$(BIN)/python bash scripts/build-llama-server.sh >/dev/null)
 	$(BIN)/firstline serve
 
-test: install system-deps
+# The whole suite, the real llama-server tier included (it needs the llama-server build above).
+test: install system-deps llama-server
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 test-fast: install
@@ -53,6 +61,7 @@ format: install
 BENCH_ARGS ?=
 bench: install
 	PYTHON=$(BIN)/python bash scripts/build-llama-bench.sh >/dev/null
+	PYTHON=$(BIN)/python bash scripts/build-llama-server.sh >/dev/null
 	$(BIN)/firstline bench $(BENCH_ARGS)
 
 # Robustness at full size (issue #6): load 100x5 fake / 20x3 real sessions, 20 rounds of kill -9 during

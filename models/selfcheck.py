@@ -115,15 +115,48 @@ def generation_check(settings: ModelSettings, backend: str = "llama") -> Check:
     )
 
 
+def engine_check(settings: ModelSettings) -> Check:
+    """A served engine (FIRSTLINE_ENGINE=llama-server / openai): start or reach it, show its replicas, generate."""
+    from models.engine import load_engine
+    from models.types import ChatMessage, readiness
+
+    name = f"engine {settings.engine}"
+    t0 = time.perf_counter()
+    try:
+        model = load_engine(settings)
+    except (ModelError, ValueError) as exc:
+        return Check(name, False, str(exc))
+    try:
+        ready = readiness(model)
+        if not ready.ready:
+            return Check(name, False, ready.detail)
+        text, usage = model.complete([ChatMessage("user", CHECK_PROMPT)], max_tokens=8, temperature=0.0)  # type: ignore[attr-defined]
+    except ModelError as exc:
+        return Check(name, False, str(exc))
+    finally:
+        close = getattr(model, "close", None)
+        if callable(close):
+            close()
+    return Check(
+        name,
+        True,
+        f"{model.model_id} on {model.device}: {ready.detail}; {usage.completion_tokens} tokens {text.strip()[:40]!r} "
+        f"from {usage.replica} in {time.perf_counter() - t0:.1f}s with starting",
+    )
+
+
 def model_checks(settings: ModelSettings, backend: str = "llama") -> list[Check]:
     """Every model check of `firstline doctor`, in order; later ones are skipped once one fails."""
     if backend == "scripted":
         return [generation_check(settings, backend)]
+    if settings.engine == "openai":
+        return [engine_check(settings)]
     report, error = probe_build()
     checks = build_checks(report, error)
     if not checks[0].ok:
         return checks
     checks.append(model_file_check(settings))
     if checks[-1].ok:
-        checks.append(generation_check(settings, backend))
+        served = settings.engine == "llama-server"
+        checks.append(engine_check(settings) if served else generation_check(settings, backend))
     return checks

@@ -24,7 +24,14 @@ class ModelSettings(BaseSettings):
             "set 'skip' to disable the check for a custom model."
         ),
     )
-    n_ctx: int = Field(2048, ge=256, description="Context window in tokens (prompt + answer).")
+    n_ctx: int = Field(
+        2048,
+        ge=256,
+        description=(
+            "Context window in tokens (prompt + answer) of one request; llama-server gets engine_slots x n_ctx "
+            "(-c), one n_ctx per slot."
+        ),
+    )
     n_threads: int | None = Field(
         None, ge=1, description="CPU threads for llama.cpp (at most; see adaptive_threads). Default: all cores."
     )
@@ -105,6 +112,92 @@ class ModelSettings(BaseSettings):
         ge=0,
         description="First delay before restarting a dead model worker; doubles while it keeps dying (up to 30 s).",
     )
+    engine: Literal["inprocess", "llama-server", "openai"] = Field(
+        "inprocess",
+        description=(
+            "Which engine generates: inprocess (llama-cpp-python in a supervised worker process, one request at "
+            "a time), llama-server (firstline starts and supervises a local llama.cpp llama-server with "
+            "engine_slots parallel slots and continuous batching; build it with scripts/build-llama-server.sh) "
+            "or openai (the OpenAI-compatible servers in engine_urls: llama-server or vLLM replicas)."
+        ),
+    )
+    engine_urls: str = Field(
+        "",
+        description=(
+            "engine=openai: comma-separated base URLs of OpenAI-compatible servers, e.g. "
+            "'http://10.0.0.5:8080/v1,http://10.0.0.6:8000/v1' (llama-server or vLLM; the /v1 suffix is optional)."
+        ),
+    )
+    engine_slots: int | None = Field(
+        None,
+        ge=1,
+        description=(
+            "Requests one replica computes at once (its in-flight cap). llama-server: its parallel slots "
+            "(-np; default 4); engine=openai: default the slots a llama-server reports in /props, else 16."
+        ),
+    )
+    engine_queue: int = Field(
+        64,
+        ge=0,
+        description="Requests allowed to wait for a free replica slot; beyond that one fails at once (escalated).",
+    )
+    engine_queue_timeout_s: float = Field(
+        120.0, gt=0, description="Longest a request waits for a free replica slot before it fails (escalated)."
+    )
+    engine_unavailable_s: float = Field(
+        15.0,
+        ge=0,
+        description=(
+            "While no replica is healthy, how long a request waits for one to come back (a local llama-server "
+            "restarting after a crash) before it fails (escalated)."
+        ),
+    )
+    engine_timeout_s: float = Field(
+        120.0, gt=0, description="A replica that sends nothing for this long while answering counts as failed."
+    )
+    engine_connect_timeout_s: float = Field(5.0, gt=0, description="Timeout for connecting to a replica.")
+    engine_health_interval_s: float = Field(
+        2.0, gt=0, description="How often replicas' /health is probed (readiness; a failed replica is probed back)."
+    )
+    engine_attempts: int = Field(
+        3,
+        ge=1,
+        description=(
+            "Tries per request over different replicas; a request is retried only before any of its answer "
+            "was received (so nothing reached the customer twice). Each try is its own ledger row."
+        ),
+    )
+    engine_api_key: str | None = Field(
+        None, description="engine=openai: bearer token sent to the servers (vLLM --api-key, llama-server --api-key)."
+    )
+    engine_model: str | None = Field(
+        None,
+        description=(
+            "engine=openai: the model name sent in requests (a vLLM served model or LoRA module name). Default: "
+            "the first model the server lists."
+        ),
+    )
+    engine_device: str = Field(
+        "",
+        description="engine=openai: the device name recorded in the ledger (e.g. 'NVIDIA H100'); default 'remote'.",
+    )
+    engine_grammar: Literal["auto", "gbnf", "vllm", "off"] = Field(
+        "auto",
+        description=(
+            "Grammar-constrained decisions on served engines: auto (llama-server: GBNF; vLLM: structured outputs; "
+            "other servers: none, the rules decide), or forced gbnf / vllm / off."
+        ),
+    )
+    llama_server_bin: Path | None = Field(
+        None,
+        description=(
+            "engine=llama-server: the llama-server binary. Default: the one scripts/build-llama-server.sh built "
+            "for the installed llama-cpp-python (~/.cache/firstline), else llama-server on PATH."
+        ),
+    )
+    llama_server_args: str = Field(
+        "", description="engine=llama-server: extra command-line arguments for llama-server (space-separated)."
+    )
     seed: int = Field(42, description="Sampling seed; with temperature 0 answers are reproducible.")
     max_tokens: int = Field(256, ge=1, description="Upper bound on tokens generated per answer.")
     temperature: float = Field(0.2, ge=0.0, le=2.0, description="Sampling temperature (0 = greedy).")
@@ -120,3 +213,7 @@ class ModelSettings(BaseSettings):
     def worker_environment(self) -> dict[str, str]:
         """Environment variables the model worker starts with (read by OpenMP when llama.cpp loads)."""
         return {}
+
+    def url_list(self) -> list[str]:
+        """engine_urls as a list (empty entries dropped)."""
+        return [u.strip() for u in self.engine_urls.split(",") if u.strip()]

@@ -16,8 +16,10 @@ captured on a machine that has the whole product (`capture`), so the GPU runs th
 llama-cpp-python `create_chat_completion` decoding the same long prompt, (c) native `llama-bench` on the
 same prompt length; compute seconds per request over the replayed requests (as the ledger records them:
 prefill + decode), the time to first token of a follow-up turn with and without the cached prefix, and
-what a request costs under every default pricing profile. `scripts/gpu-bench.sh` is the full path
-(`firstline bench` on a CUDA build) for machines that can install everything.
+what a request costs under every default pricing profile. `served` (issue #16) runs the same through a
+local llama-server built with CUDA: the chat path's decode against native llama-bench, and 1/4/16/64
+concurrent requests. `scripts/gpu-bench.sh` is the full path (`firstline bench` on a CUDA build) for
+machines that can install everything.
 """
 
 from __future__ import annotations
@@ -309,6 +311,79 @@ def run(args: argparse.Namespace) -> None:
     print(markdown(out))
 
 
+def served(args: argparse.Namespace) -> None:
+    """Issue #16 on a GPU: firstline's chat path through a local llama-server (models.llama_server, the same
+    client the product uses) against native llama-bench on the same GPU, and 1/4/16/64 concurrent requests."""
+    import threading
+
+    from models.llama_server import LlamaServerEngine
+    from models.settings import ModelSettings
+    from ui.bench.core import decode_rate
+
+    doc = json.loads(Path(args.prompts).read_text(encoding="utf-8"))
+    step = lambda s: print(f"gpu_bench served: {s}", file=sys.stderr, flush=True)  # noqa: E731
+    settings = ModelSettings(engine="llama-server", engine_slots=args.slots, temperature=0.0,
+                             llama_server_bin=Path(args.llama_server))  # fmt: skip
+    engine = LlamaServerEngine(settings)
+    out: dict[str, Any] = {
+        "measured_at": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "device": engine.device, "slots": args.slots, "argv": engine.argv[1:],
+    }  # fmt: skip
+    step(f"llama-server on {engine.device}, {args.slots} slots; decode runs ...")
+    rates, ttfts, n_prompt = [], [], 0
+    for _ in range(args.reps):
+        t0 = time.perf_counter()
+        gen = engine.stream(msgs(doc["decode"]), max_tokens=args.gen_tokens, temperature=0.0)
+        times = [time.perf_counter() for _ in gen]
+        u = gen.usage
+        n_prompt = u.prompt_tokens if u else 0
+        rates.append(decode_rate(times, u.completion_tokens if u else None))
+        ttfts.append(times[0] - t0 if times else None)
+    out["decode"] = {"served_tps": median(rates), "served_ttft_s": median(ttfts), "prompt_tokens": n_prompt,
+                     "runs": rates}  # fmt: skip
+    if args.llama_bench:
+        step("native llama-bench ...")
+        from models.llama import LlamaChatModel  # only for its load settings (NativeBench reads them)
+
+        native = native_runs(args.llama_bench, LlamaChatModel(ModelSettings()), n_prompt, args.gen_tokens, args.reps)
+        out["native"] = native
+        out["served_vs_native"] = ratio(out["decode"]["served_tps"], native.get("tg_tps"))
+    requests = doc["requests"][: args.requests] if args.requests else doc["requests"]
+    out["levels"] = []
+    for level in (1, 4, 16, 64):
+        step(f"{level} concurrent requests ...")
+        done: list[Any] = []
+        lock = threading.Lock()
+
+        def worker(i: int, level: int = level) -> None:
+            for k in range(i, len(requests), level):
+                t0 = time.perf_counter()
+                gen = engine.stream(msgs(requests[k]["messages"]), max_tokens=requests[k].get("max_tokens"))
+                times = [time.perf_counter() for _ in gen]
+                with lock:
+                    done.append((times[0] - t0 if times else None, time.perf_counter() - t0, gen.usage))
+
+        t0 = time.perf_counter()
+        threads = [threading.Thread(target=worker, args=(i,)) for i in range(level)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        wall = time.perf_counter() - t0
+        tokens = sum(u.completion_tokens for _, _, u in done if u is not None)
+        out["levels"].append({
+            "sessions": level, "requests": len(done), "wall_s": wall, "total_tps": tokens / wall if wall else None,
+            "ttft_p50_s": percentile([x for x, _, _ in done if x is not None], 50),
+            "ttft_p95_s": percentile([x for x, _, _ in done if x is not None], 95),
+            "latency_p95_s": percentile([x for _, x, _ in done], 95),
+        })  # fmt: skip
+    engine.close()
+    dest = Path(args.out)
+    dest.mkdir(parents=True, exist_ok=True)
+    (dest / "gpu-served.json").write_text(json.dumps(out, indent=1), encoding="utf-8")
+    print(json.dumps(out, indent=1))
+
+
 def f(x: Any, nd: int = 1) -> str:
     return "n/a" if x is None else f"{x:,.{nd}f}"
 
@@ -362,8 +437,17 @@ def main() -> None:
     r.add_argument("--gen-tokens", type=int, default=128)
     r.add_argument("--reps", type=int, default=5)
     r.add_argument("--requests", type=int, default=0, help="replay only the first N requests (0 = all)")
+    v = sub.add_parser("served", help="issue #16: the chat path through llama-server vs native, concurrency")
+    v.add_argument("--prompts", default="bench-prompts.json")
+    v.add_argument("--out", default="gpu-report")
+    v.add_argument("--llama-server", required=True, help="a llama-server built with CUDA from the same source")
+    v.add_argument("--llama-bench", default=None)
+    v.add_argument("--slots", type=int, default=16)
+    v.add_argument("--gen-tokens", type=int, default=128)
+    v.add_argument("--reps", type=int, default=5)
+    v.add_argument("--requests", type=int, default=0, help="replay only the first N requests (0 = all)")
     args = p.parse_args()
-    capture(args) if args.cmd == "capture" else run(args)
+    {"capture": capture, "run": run, "served": served}[args.cmd](args)
 
 
 if __name__ == "__main__":

@@ -56,18 +56,11 @@ class Services:
 
 
 def load_model(model_settings: ModelSettings, backend: str, scripted_seconds_per_token: float = 0.0) -> ChatModel:
-    """The process's one model: llama.cpp (in its supervised worker process by default), or the scripted fake."""
-    if model_settings.uses_worker(backend):
-        from models.remote import WorkerChatModel
+    """The process's one model under FIRSTLINE_ENGINE (models.engine): llama.cpp in its supervised worker
+    process by default, a local llama-server, OpenAI-compatible replicas, or the scripted fake."""
+    from models.engine import load_engine
 
-        return WorkerChatModel(model_settings, backend=backend, scripted_seconds_per_token=scripted_seconds_per_token)
-    if backend == "scripted":
-        from models.fake import ScriptedChatModel
-
-        return ScriptedChatModel(context_size=model_settings.n_ctx, seconds_per_token=scripted_seconds_per_token)
-    from models.llama import LlamaChatModel
-
-    return LlamaChatModel(model_settings)
+    return load_engine(model_settings, backend, scripted_seconds_per_token=scripted_seconds_per_token)
 
 
 def build_services(data_dir: Path | None = None, model: ChatModel | None = None, *, demo_kb: bool = True) -> Services:

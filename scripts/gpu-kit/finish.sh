@@ -15,4 +15,7 @@ export LD_LIBRARY_PATH=$G/build/bin PYTHONPATH=/tmp/site:$G/py
 export FIRSTLINE_N_GPU_LAYERS=-1 FIRSTLINE_MODEL_PATH=$G/model.gguf FIRSTLINE_MODEL_SHA256=$(cut -d' ' -f1 .gpu/b/model.sha256)
 python3 -c 'import llama_cpp; print("offload", llama_cpp.llama_supports_gpu_offload())'
 python3 scripts/gpu_bench.py run --prompts .gpu/b/bench-prompts.json --llama-bench $G/build/bin/llama-bench --out $OUT --reps 5 2>&1 | tee $OUT/run.log
+# issue #16: the chat path through llama-server (CUDA) vs native, and 1/4/16/64 concurrent requests
+python3 scripts/gpu_bench.py served --prompts .gpu/b/bench-prompts.json --llama-server $G/build/bin/llama-server \
+    --llama-bench $G/build/bin/llama-bench --out $OUT --reps 5 --slots 16 2>&1 | tee $OUT/served.log
 nvidia-smi --query-gpu=name,clocks.sm,clocks.mem,power.draw --format=csv

@@ -42,6 +42,7 @@ SECTIONS = (
     "worker",
     "buffers",
     "threads",
+    "engines",
 )
 
 
@@ -89,6 +90,8 @@ class BenchOptions:
     sessions: tuple[int, ...] = (1, 4, 16)
     server_requests: int = 8  # per concurrency level (at least one turn per session)
     server_max_tokens: int = 64
+    engine_sessions: tuple[int, ...] = (1, 4, 16, 64)  # the `engines` section (issue #16)
+    engine_turns: int = 8  # turns per level at least (one per session at higher levels)
     cache_reps: int = 3
     accounting_runs: int = 3  # plus two with a slow consumer in full runs
     llama_bench: Path | None = None
@@ -111,6 +114,8 @@ class BenchOptions:
                 sessions=(1, 4),
                 server_requests=4,
                 server_max_tokens=32,
+                engine_sessions=(1, 4),
+                engine_turns=4,
                 cache_reps=1,
                 accounting_runs=2,
             )
@@ -265,6 +270,8 @@ def judge_targets(bench: Bench) -> None:
             f"p95 {fmt(p95)} ms",
             bench.details.get("cause.ledger_overhead", ""),
         )
+    if "engines" in sel:
+        judge_engine_targets(bench)
     if "server" in sel:
         levels = bench.options.sessions
         one = v("server.sessions_1.total_tokens_per_s")
@@ -278,6 +285,37 @@ def judge_targets(bench: Bench) -> None:
             ", ".join(f"{n}: {fmt(v(f'server.sessions_{n}.total_tokens_per_s'), 1)} tok/s" for n in levels),
             bench.details.get("cause.concurrency_throughput", ""),
         )
+
+
+def judge_engine_targets(bench: Bench) -> None:
+    """Issue #16's targets: llama-server (8 slots) against in-process on this CPU, and conservation."""
+    v = bench.value
+    one = v("engines.inprocess.sessions_1.total_tokens_per_s")
+    eight = v("engines.llama-server_8.sessions_16.total_tokens_per_s")
+    r = ratio(eight, one)
+    bench.target(
+        "engines_throughput",
+        "llama-server, 8 slots, 16 sessions: >= 2x the total tokens/s of one in-process session",
+        None if r is None else r >= 2.0,
+        f"{fmt(eight, 1)} vs {fmt(one, 1)} tok/s ({fmt(r, 2)}x)",
+    )
+    inproc, served = v("engines.inprocess.sessions_16.ttft.p95"), v("engines.llama-server_8.sessions_16.ttft.p95")
+    r = ratio(inproc, served)
+    bench.target(
+        "engines_ttft",
+        "llama-server, 8 slots, 16 sessions: p95 time to first token >= 3x better than in-process",
+        None if r is None else r >= 3.0,
+        f"p95 {fmt(served)} vs {fmt(inproc)} ms ({fmt(r, 2)}x)",
+    )
+    ratios = [f.value for f in bench.figures if f.name.endswith(".billed_vs_busy") and f.value is not None]
+    worst = max(ratios, key=lambda x: abs(x - 1.0)) if ratios else None
+    bench.target(
+        "billing_conservation",
+        "billed compute within 1 % of each replica's measured busy time, every run",
+        None if worst is None else abs(worst - 1.0) <= 0.01,
+        f"worst billed/busy {fmt(worst, 3)} over {len(ratios)} runs",
+        bench.details.get("cause.billing_conservation", ""),
+    )
 
 
 def results_payload(bench: Bench, files: dict[str, str] | None = None) -> dict[str, Any]:

@@ -28,6 +28,17 @@ TOPIC_CHANGE_QUESTION = "Another thing: can I move my contract to my new flat in
 OTHER_QUESTION = "The Wi-Fi in my kitchen is much weaker than in the living room. How can I improve it?"
 
 
+# long answers on purpose: the concurrency sections (server, engines) measure generation, not routing
+QUESTIONS = (
+    "Explain in detail how I can make my home Wi-Fi faster and more reliable.",
+    "Describe step by step how to set up the Lumebox 7 router after unpacking it.",
+    "My router keeps losing the connection every evening. What can I try, step by step?",
+    "Give me a detailed list of things to try when video calls keep freezing at home.",
+    "Explain in detail how to protect my home network from strangers and phishing.",
+    "Describe everything I should do before and after moving my internet line to a new flat.",
+)
+
+
 # -- an outside clock around the model -------------------------------------------------------------
 class ClockedModel:
     """Delegates to the real model; records each prompt and times each generation with its own clock."""

@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from ui.bench import accounting, cache, decode, guard, limits, report, server, system, threads, worker
+from ui.bench import accounting, cache, decode, engines, guard, limits, report, server, system, threads, worker
 from ui.bench.core import SECTIONS, Bench, BenchOptions, Shared, judge_targets
 
 SectionFn = Callable[[Bench, Shared], None]
@@ -25,6 +25,7 @@ FUNCTIONS: dict[str, SectionFn] = {
     "buffers": worker.extra_buffers,
     "threads": threads.threads,
     "guard": guard.guard,
+    "engines": engines.engines,
 }
 
 

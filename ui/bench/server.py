@@ -21,17 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from ui.bench.core import Bench, Shared, fmt, ratio
+from ui.bench.harness import QUESTIONS
 from usage.stats import percentile
-
-QUESTIONS = (
-    "Explain in detail how I can make my home Wi-Fi faster and more reliable.",
-    "Describe step by step how to set up the Lumebox 7 router after unpacking it.",
-    "My router keeps losing the connection every evening. What can I try, step by step?",
-    "Give me a detailed list of things to try when video calls keep freezing at home.",
-    "Explain in detail how to protect my home network from strangers and phishing.",
-    "Describe everything I should do before and after moving my internet line to a new flat.",
-)
-
 
 TURNS_PER_CONVERSATION = 2
 

@@ -25,6 +25,10 @@ def preflight_model() -> Any:
     if ServerSettings().model_backend != "llama":
         return None
     settings = ModelSettings()
+    if settings.engine != "inprocess":  # a served engine: started (llama-server) or probed (replicas) here
+        from models.engine import load_engine
+
+        return load_engine(settings)
     path, sha = loader.resolve_model(settings.model_path, settings.model_sha256)
     loader.check_model_file(path, sha)
     if settings.uses_worker("llama"):
