@@ -25,6 +25,7 @@ import contextlib
 import ctypes
 import logging
 import os
+import queue
 import re
 import shlex
 import shutil
@@ -92,10 +93,11 @@ def server_argv(
     """llama-server's command line for these settings (every flag firstline relies on is explicit)."""
     s = settings
     threads = s.n_threads or os.cpu_count() or 1
+    layers = "all" if s.n_gpu_layers < 0 else str(s.n_gpu_layers)
     argv = [
         str(binary), "-m", str(model), "--alias", alias, "--host", "127.0.0.1", "--port", str(port),
         "-np", str(slots), "-c", str(slots * s.n_ctx), "--no-kv-unified", "-cb", "--metrics", "--no-webui",
-        "-t", str(threads), "-tb", str(threads), "-b", str(s.n_batch), "-ngl", "all" if s.n_gpu_layers < 0 else str(s.n_gpu_layers),
+        "-t", str(threads), "-tb", str(threads), "-b", str(s.n_batch), "-ngl", layers,
         "-fa", "on" if s.flash_attn else "off", "--seed", str(s.seed),
     ]  # fmt: skip
     if not cpu.extra_buffers(s.cpu_extra_buffers, cpu.read_cpuinfo(), _native_features()).use_extra_bufts:
@@ -122,6 +124,45 @@ def _die_with_parent() -> None:  # pragma: no cover - runs in the child between 
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
+class _Spawner:
+    """Starts child processes from one long-lived thread. PR_SET_PDEATHSIG fires when the *thread* that
+    forked the child ends, not the process: a llama-server started from a short-lived restart thread
+    would be terminated as soon as that thread returned."""
+
+    def __init__(self) -> None:
+        self._jobs: queue.SimpleQueue[tuple[Callable[[], Any], queue.SimpleQueue[Any]]] = queue.SimpleQueue()
+        threading.Thread(target=self._loop, name="llama-server-spawner", daemon=True).start()
+
+    def _loop(self) -> None:
+        while True:
+            fn, reply = self._jobs.get()
+            try:
+                reply.put((True, fn()))
+            except BaseException as exc:
+                reply.put((False, exc))
+
+    def run(self, fn: Callable[[], Any]) -> Any:
+        reply: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._jobs.put((fn, reply))
+        ok, value = reply.get()
+        if not ok:
+            raise value
+        return value
+
+
+_spawner: _Spawner | None = None
+_spawner_lock = threading.Lock()
+
+
+def spawn(argv: list[str], **kwargs: Any) -> subprocess.Popen[bytes]:
+    """subprocess.Popen(argv) from the spawner thread, the child dying with this process."""
+    global _spawner
+    with _spawner_lock:
+        if _spawner is None:
+            _spawner = _Spawner()
+    return _spawner.run(lambda: subprocess.Popen(argv, preexec_fn=_die_with_parent, **kwargs))  # type: ignore[no-any-return]
+
+
 class LlamaServerProcess:
     """One started llama-server (models.supervisor.Child): ready once /health answers 200 and it generated."""
 
@@ -135,9 +176,7 @@ class LlamaServerProcess:
         self._lock = threading.Lock()
         self._on_exit = on_exit
         with log_path.open("ab") as fh:
-            self.proc = subprocess.Popen(
-                argv, stdin=subprocess.DEVNULL, stdout=fh, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent
-            )
+            self.proc = spawn(argv, stdin=subprocess.DEVNULL, stdout=fh, stderr=subprocess.STDOUT)
         try:
             self._await_ready(start_timeout_s)
         except BaseException:

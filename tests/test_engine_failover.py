@@ -6,7 +6,6 @@ HTTP (tests/engine_replay.py); the real llama-server tier is tests/test_llama_se
 
 from __future__ import annotations
 
-import sqlite3
 import threading
 import time
 from collections.abc import Iterator
@@ -16,16 +15,13 @@ from typing import Any
 import pytest
 
 from bot import escalation
-from bot.conversation import Bot
-from bot.conversation_store import ConversationStore
-from bot.tickets import TicketStore
 from models.errors import ModelUnavailableError
 from models.replicas import EngineBusyError
 from models.served import EngineDiedError, ServedChatModel, root_url
 from models.settings import ModelSettings
 from models.types import ChatMessage
 from tests.engine_replay import ReplayServer, load_recordings, sse_events
-from usage.ledger import Ledger
+from tests.test_model_failures import make_bot, rows
 
 QUESTION = [ChatMessage("system", "Be brief."), ChatMessage("user", "How do I reset my router?")]
 FLAVOUR = "llama-server"
@@ -48,21 +44,6 @@ def served(servers: list[ReplayServer], **overrides: Any) -> ServedChatModel:
     options: dict[str, Any] = {"engine_health_interval_s": 0.1, "engine_unavailable_s": 2.0, **overrides}
     settings = ModelSettings(engine="openai", engine_urls=",".join(s.url for s in servers), **options)
     return ServedChatModel(settings.url_list(), settings)
-
-
-def rows(data_dir: Path, sql: str) -> list[tuple[Any, ...]]:
-    conn = sqlite3.connect(data_dir / "firstline.db")
-    try:
-        return conn.execute(sql).fetchall()
-    finally:
-        conn.close()
-
-
-def make_bot(data_dir: Path, model: object) -> Bot:
-    db = data_dir / "firstline.db"
-    store = ConversationStore(db)
-    return Bot(model=model, store=store, ledger=Ledger(db, heartbeat=False),  # type: ignore[arg-type]
-               tickets=TicketStore(db, conversations=store))  # fmt: skip
 
 
 def test_a_replica_that_refuses_is_failed_over_and_its_try_is_billed_alone(

@@ -26,7 +26,7 @@ from models.errors import ModelFileError
 from models.llama_server import LlamaServerEngine, find_llama_server, llama_tool_path, server_argv
 from models.settings import ModelSettings
 from models.types import ChatMessage, Generation
-from tests.test_engine_failover import make_bot, rows
+from tests.test_model_failures import make_bot, rows
 
 QUESTION = [
     ChatMessage("system", "You are a helpful support assistant."),
@@ -70,6 +70,35 @@ def test_the_amx_guard_turns_repacking_off(tmp_path: Path, monkeypatch: pytest.M
 def test_a_missing_binary_says_how_to_build_it(tmp_path: Path) -> None:
     with pytest.raises(ModelFileError, match="not an executable"):
         find_llama_server(tmp_path / "nope")
+
+
+def test_a_server_started_by_a_restart_thread_lives_on_and_dies_with_firstline() -> None:
+    """PR_SET_PDEATHSIG fires when the forking *thread* ends: restarts run in short-lived threads, so the
+    server must be forked from a long-lived one, and still end when the web process is killed."""
+    import subprocess
+    import sys
+
+    code = (
+        "import threading, time\n"
+        "from models.llama_server import spawn\n"
+        "got = []\n"
+        "t = threading.Thread(target=lambda: got.append(spawn(['sleep', '60'])))\n"
+        "t.start(); t.join()\n"
+        "print(got[0].pid, flush=True)\n"
+        "time.sleep(60)\n"
+    )
+    parent = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True,
+                              cwd=Path(__file__).resolve().parent.parent)  # fmt: skip
+    assert parent.stdout is not None
+    child = int(parent.stdout.readline())
+    time.sleep(0.5)
+    assert _state(child) not in ("", "Z")  # alive although the thread that started it has ended
+    parent.kill()
+    parent.wait()
+    deadline = time.monotonic() + 10
+    while _state(child) not in ("", "Z") and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _state(child) in ("", "Z")  # ended with the killed parent
 
 
 # -- the real llama-server -----------------------------------------------------------------------------
