@@ -25,6 +25,7 @@ from typing import Any
 from sqlite_utils import Database
 from sqlite_utils.migrations import Migrations
 
+from usage import sharing
 from usage.db import Store
 from usage.errors import LedgerError
 from usage.pricing import DEFAULT_PROFILE, PricingProfile, to_micros
@@ -91,6 +92,22 @@ def m003_reason(db: Database) -> None:
     db.table("requests").add_column("reason", str)
 
 
+@migrations()
+def m005_engine_billing(db: Database) -> None:
+    # served engines (issue #16): the replica and active interval of each request, the engine's raw
+    # per-request timings (never summed: they overlap under batching), whether the engine reported nothing,
+    # and how compute_s was billed (usage.sharing): measured | provisional | final
+    table = db.table("requests")
+    for name, kind in (
+        ("engine", str), ("replica", str), ("sent_at", float), ("first_token_at", float), ("ended_at", float),
+        ("engine_prompt_n", int), ("engine_prompt_ms", float), ("engine_predicted_n", int),
+        ("engine_predicted_ms", float), ("engine_cache_n", int), ("estimated", int), ("billing", str),
+    ):  # fmt: skip
+        table.add_column(name, kind)
+    table.create_index(["billing"])
+    table.create_index(["replica", "sent_at"])
+
+
 def utcnow() -> datetime:
     return datetime.now(UTC)
 
@@ -135,8 +152,14 @@ class Measurement:
 
     @property
     def compute_s(self) -> float:
-        """Billed compute: model prefill and decode plus retrieval/routing work."""
+        """Compute as measured: model prefill and decode plus retrieval/routing work. A request on a shared
+        replica is billed its processor-sharing share instead (Ledger.finish, usage.sharing)."""
         return self.retrieval_s + self.prefill_s + self.decode_s
+
+    @property
+    def shared(self) -> bool:
+        """Did it compute on a served engine's replica, next to other requests (billed by processor sharing)?"""
+        return bool(self.replica) and not self.replica.startswith("inprocess:") and self.sent_at is not None
 
 
 class Ledger(Store):
@@ -235,6 +258,7 @@ class Ledger(Store):
         }
         if reason is not None:
             values["reason"] = reason[:200]
+        values |= sharing.engine_columns(m)
         if m.model_id:
             values["model_id"] = m.model_id
         if m.device:
@@ -251,6 +275,8 @@ class Ledger(Store):
             )
             if cur.rowcount != 1:
                 raise LedgerError(f"request {request_id} is unknown or already finished")
+            if m.shared:  # its share of the replica's time, and the shares that this row's end made final
+                sharing.bill(db, m.replica, self.profile)
         row = self.get(request_id) or {}
         for listener in self.listeners:
             try:
@@ -319,8 +345,22 @@ class Ledger(Store):
             log.warning("marked %d ledger rows interrupted (their process ended mid-request)", count)
         return count
 
+    def settle(self) -> int:
+        """Bill the provisional rows of every replica again, making final those whose window has closed (every
+        heartbeat; finishing a shared row does it for its replica); returns the rows made final."""
+        with self.read() as db:
+            replicas = [r[0] for r in db.execute("SELECT DISTINCT replica FROM requests WHERE billing = 'provisional'")]
+        if not replicas:
+            return 0
+        with self.write() as db:
+            return sum(sharing.bill(db, replica, self.profile) for replica in replicas)
+
     def _heartbeat_loop(self) -> None:
         while not self._stop.wait(HEARTBEAT_S):
+            try:
+                self.settle()
+            except Exception:  # billing catches up on the next beat
+                log.exception("settling processor-sharing bills failed")
             try:
                 with self.write() as db:
                     db.execute("UPDATE instances SET heartbeat_at = ? WHERE owner = ?", [iso(utcnow()), self.owner])

@@ -37,6 +37,7 @@ from typing import Any, cast
 from sqlite_utils import Database
 from sqlite_utils.migrations import Migrations
 
+from usage import sharing
 from usage.db import Store, connect
 from usage.errors import StorageError
 from usage.ledger import Ledger, iso, parse_iso, utcnow
@@ -287,6 +288,7 @@ def build_report(
             groups, spreads = sums.result(), spread.result()
             result_outcomes = found.result() if found else None
         provisioned = provisioned_seconds(db, since, until, now)
+        billing = sharing.billing_counts(db, *params)
     finally:
         db.close()
     rows = [replace(r, **cast(dict[str, Any], spreads.get(r.key, {}))) for r in groups]
@@ -311,6 +313,8 @@ def build_report(
     notes = []
     if every > 1:
         notes.append(f"p50/p95 estimated from every {every}th request (about {percentile_sample:,} rows)")
+    if billing.get("provisional") or billing.get("estimated"):
+        notes.append(sharing.billing_note(billing))
     if result_outcomes is not None:
         result_outcomes = result_outcomes.priced(from_micros(totals.cost_micros))
     return Report(by, profile, since, until, rows, totals, provisioned, result_outcomes, every, notes)
