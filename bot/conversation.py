@@ -217,7 +217,8 @@ class Bot:
             prompt = [ChatMessage("user", escalation.DECISION_PROMPT.format(text=text))]
             gen: Generation | None = None
             try:
-                gen = self.model.stream(prompt, max_tokens=4, temperature=0.0, grammar=escalation.DECISION_GRAMMAR)
+                gen = self.model.stream(prompt, max_tokens=escalation.DECISION_MAX_TOKENS, temperature=0.0,
+                                        grammar=escalation.DECISION_GRAMMAR)  # fmt: skip
                 verdict = "".join(gen).strip().lower()
             except Exception as exc:  # any model failure (a load, a dead worker): when in doubt, a human decides
                 _log_model_failure(conversation_id, exc)

@@ -315,6 +315,9 @@ def _shouting(text: str) -> bool:
 
 
 DECISION_GRAMMAR = 'root ::= "answer" | "escalate"'
+# enough for the longer word at one token per character: llama-server's grammar sampling spells it out like that
+# (4 tokens ended "escalate" as "esca", which then read as "answer"); the grammar ends the answer anyway
+DECISION_MAX_TOKENS = len("escalate")
 DECISION_PROMPT = (
     "You decide whether a customer support chat must be handed to a human colleague. Reply 'escalate' if "
     "the customer is angry, complains, asks for a person, or needs account-specific help; otherwise reply "

@@ -355,7 +355,7 @@ def served(args: argparse.Namespace) -> None:
         done: list[Any] = []
         lock = threading.Lock()
 
-        def worker(i: int, level: int = level) -> None:
+        def worker(i: int, level: int = level, done: list[Any] = done, lock: threading.Lock = lock) -> None:
             for k in range(i, len(requests), level):
                 t0 = time.perf_counter()
                 gen = engine.stream(msgs(requests[k]["messages"]), max_tokens=requests[k].get("max_tokens"))

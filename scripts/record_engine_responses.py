@@ -26,6 +26,7 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bot.escalation import DECISION_MAX_TOKENS  # noqa: E402
 from models import loader  # noqa: E402
 from models.llama_server import LlamaServerProcess, find_llama_server, free_port, server_argv  # noqa: E402
 from models.settings import ModelSettings  # noqa: E402
@@ -54,7 +55,8 @@ def exchanges(flavour: str, model: str) -> dict[str, tuple[str, str, dict[str, A
     else:
         chat.update(repeat_penalty=1.1, cache_prompt=True)
         constraint = {"grammar": GRAMMAR}
-    decision = {**chat, "messages": [{"role": "user", "content": DECISION}], "max_tokens": 4, **constraint}
+    decision = {**chat, "messages": [{"role": "user", "content": DECISION}], "max_tokens": DECISION_MAX_TOKENS,
+                **constraint}  # fmt: skip
     long_prompt = {**chat, "messages": [{"role": "user", "content": "word " * (2000 if flavour != "vllm" else 200000)}]}
     usage = {"stream": True, "stream_options": {"include_usage": True}}
     found: dict[str, tuple[str, str, dict[str, Any] | None]] = {
@@ -82,7 +84,9 @@ def record(url: str, out: Path, flavour: str, model: str, headers: dict[str, str
     out.mkdir(parents=True, exist_ok=True)
     with httpx.Client(timeout=120, headers=headers) as client:
         for name, (method, path, body) in exchanges(flavour, model).items():
-            resp = client.request(method, url + path, json=body)
+            # a fresh connection per exchange: llama-server drops a kept-alive connection after a streamed
+            # answer read to its end, so reusing it failed at random ("Server disconnected")
+            resp = client.request(method, url + path, json=body, headers={"Connection": "close"})
             if flavour == "llama-server" and name == "version":
                 continue  # llama-server has no /version (404), as the replay server answers by default
             record = {

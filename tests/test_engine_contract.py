@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from bot.escalation import DECISION_MAX_TOKENS
 from models.errors import ContextOverflowError, GenerationError
 from models.served import ServedChatModel, root_url
 from models.settings import ModelSettings
@@ -137,7 +138,7 @@ def test_a_grammar_goes_in_each_flavour_s_field(replay: ReplayServer) -> None:
     facts = _stream_facts(load_recordings(replay.flavour)["chat_grammar_stream"]["body"])
     model = _model(replay)
     try:
-        text = "".join(model.stream([ChatMessage("user", "decide")], max_tokens=4, grammar=grammar))
+        text = "".join(model.stream([ChatMessage("user", "decide")], max_tokens=DECISION_MAX_TOKENS, grammar=grammar))
     finally:
         model.close()
     assert text == facts["text"] and text.strip() in ("answer", "escalate")

@@ -155,7 +155,8 @@ def test_counts_tokens_like_the_in_process_model(engine: LlamaServerEngine, real
 def test_a_grammar_constrains_the_decision(engine: LlamaServerEngine) -> None:
     assert engine.supports_grammar
     gen = engine.stream([ChatMessage("user", escalation.DECISION_PROMPT.format(text="I want a human now!"))],
-                        max_tokens=4, temperature=0.0, grammar=escalation.DECISION_GRAMMAR)  # fmt: skip
+                        max_tokens=escalation.DECISION_MAX_TOKENS, temperature=0.0,
+                        grammar=escalation.DECISION_GRAMMAR)  # fmt: skip
     assert "".join(gen).strip() in ("answer", "escalate")
 
 
