@@ -230,7 +230,7 @@ class ServedChatModel:
         elif flavour == "vllm":
             body.update(top_k=s.top_k or -1, min_p=s.min_p, repetition_penalty=s.repeat_penalty)
         if grammar:
-            mode = s.engine_grammar
+            mode: str = s.engine_grammar
             if mode == "auto":
                 mode = {"llama-server": "gbnf", "vllm": "vllm"}.get(flavour, "off")
             if mode == "gbnf":
@@ -432,9 +432,9 @@ class _ServedGeneration(Generation):
         except (httpx.HTTPError, ValueError) as exc:
             raise _Retryable(f"replica {replica.url} failed while answering: {type(exc).__name__}: {exc}",
                              take_out=isinstance(exc, httpx.TransportError)) from exc  # fmt: skip
-        message = (whole.get("choices") or [{}])[0].get("message") or {}
+        said = (whole.get("choices") or [{}])[0].get("message") or {}
         finish = (whole.get("choices") or [{}])[0].get("finish_reason")
-        chunk = {"choices": [{"delta": {"content": message.get("content") or ""}, "finish_reason": finish}],
+        chunk = {"choices": [{"delta": {"content": said.get("content") or ""}, "finish_reason": finish}],
                  "usage": whole.get("usage"), "timings": whole.get("timings")}  # fmt: skip
         self._lines = iter([f"data: {json.dumps(chunk)}", "data: [DONE]"])
 
