@@ -60,7 +60,8 @@ def test_a_replica_that_refuses_is_failed_over_and_its_try_is_billed_alone(
         model.close()
     assert reply.route == "model" and reply.text
     assert len(bad.chat_requests()) == 1 and len(good.chat_requests()) == 1
-    table = rows(data_dir, "SELECT status, reason, error, completion_tokens FROM requests ORDER BY started_at")
+    # the failed try's row is written once the request knows it was retried, so it is the later one
+    table = rows(data_dir, "SELECT status, reason, error, completion_tokens FROM requests ORDER BY status DESC")
     assert [r[0] for r in table] == ["error", "completed"]  # each try is its own ledger row
     assert table[0][1] == "engine_retry" and "503" in table[0][2] and root_url(bad.url) in table[0][2]
     assert table[1][3] > 0
