@@ -40,7 +40,8 @@ from ui.cli.common import friendly_errors
 @click.option(
     "--sessions",
     default=None,
-    help="Comma-separated concurrency levels for the server section (default 1,4,16; quick 1,4).",
+    help="Comma-separated concurrency levels for the server and engines sections (default 1,4,16 and "
+    "1,4,16,64; quick 1,4).",
 )
 @click.option(
     "--llama-bench",
@@ -97,6 +98,7 @@ def bench(
         gen_tokens=gen_tokens,
         ledger_rows=ledger_rows,
         sessions=levels,
+        engine_sessions=levels,
         llama_bench=llama_bench,
         gpu_results=gpu_results,
         threads=threads,
