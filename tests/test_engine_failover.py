@@ -117,7 +117,7 @@ def test_a_replica_dying_mid_answer_fails_the_row_and_escalates(data_dir: Path) 
     (status, route, error, estimated_tokens), = rows(
         data_dir, "SELECT status, route, error, completion_tokens FROM requests"
     )  # fmt: skip
-    assert status == "error" and route == "human"
+    assert status == "error" and route == "model"  # failed spend stays on the model route (#15)
     assert "mid-answer" in error or "failed while answering" in error
     assert estimated_tokens > 0  # what it streamed before dying is on the row
 
@@ -154,8 +154,8 @@ def test_full_slots_queue_and_the_cap_holds(replicas: list[ReplayServer]) -> Non
         threads = [threading.Thread(target=ask) for _ in range(5)]
         for t in threads:
             t.start()
-        deadline = time.monotonic() + 5
-        while model.pool.queued < 3 and time.monotonic() < deadline:
+        deadline = time.monotonic() + 20  # a busy machine: the two sent requests may reach the server late
+        while (model.pool.queued < 3 or server.active < 2) and time.monotonic() < deadline:
             time.sleep(0.01)
         assert server.active == 2 and model.pool.queued == 3  # two in flight, three wait in the queue
         assert model.readiness().queued == 3
