@@ -28,7 +28,7 @@ from bot.privacy import mask_payment_data, normalize_text
 from bot.router import CLARIFY_ROUTE, Decision, Router, _asked_to_clarify
 from bot.safety import sanitize_answer
 from bot.settings import BotSettings
-from bot.tickets import TicketStore
+from bot.tickets import JOINED_ROUTE, TicketStore
 from bot.types import Delta, Lang, Message, Reply, Source
 from models.errors import ModelError
 from models.langchain import FirstlineChatModel, to_chat_messages
@@ -42,6 +42,8 @@ log = logging.getLogger(__name__)
 # counting and generation (generation prompt, BOS), so never plan to the last token.
 SAFETY_TOKENS = 8
 PASSAGE_CHARS = 900
+ACK_ROUTE = "ack"  # messages.route of "your message went to the ticket" notices
+PARTIAL_ROUTE = "partial"  # messages.route of an answer cut off by a failure or a cancel
 
 
 class Bot:
@@ -163,13 +165,16 @@ class Bot:
 
     def request_human(self, conversation_id: str, lang: Lang | None = None) -> Reply:
         """The customer pressed "talk to a person": escalate without a question."""
-        conv = self.store.ensure(conversation_id)
+        conv = self.store.ensure(conversation_id, lang)  # a new conversation starts in the page's language
         lang = lang or conv.get("lang") or self.settings.default_language  # type: ignore[assignment]
         assert lang is not None
         active = self.tickets.active_for(conversation_id)
-        if active is not None:
-            return Reply(prompts.WITH_STAFF[lang].format(ticket=active.id), "human", conversation_id, None, lang,
-                         ticket_id=active.id, reason="with_staff")  # fmt: skip
+        if active is not None:  # already with staff: say so (once, not again on every press)
+            notice = prompts.ALREADY_WITH_STAFF[lang].format(ticket=active.id)
+            newest = self.store.last_rows(conversation_id, 1)
+            if not newest or newest[0]["content"] != notice:
+                self.store.add_message(conversation_id, "system", notice, lang=lang, route=ACK_ROUTE)
+            return Reply(notice, "human", conversation_id, None, lang, ticket_id=active.id, reason="with_staff")
         history = self.store.messages(conversation_id, limit=self.settings.history_messages)
         with self.ledger.track(conversation_id=conversation_id, route="human") as req:
             rid = req.request_id
@@ -182,6 +187,12 @@ class Bot:
             ticket = self.tickets.customer_message(conversation_id, text, lang)
         rid = req.request_id
         notice = prompts.WITH_STAFF[lang].format(ticket=ticket.id)
+        # while the customer waits for a person, the first of their messages is acknowledged (not every one,
+        # and not once a colleague has joined and talks with them)
+        earlier = self.store.last_rows(conversation_id, 50)[1:]
+        last = next((r for r in earlier if r["role"] != "user"), None)
+        if last is None or (last["role"] != "staff" and last["route"] not in (ACK_ROUTE, JOINED_ROUTE)):
+            self.store.add_message(conversation_id, "system", notice, lang=lang, route=ACK_ROUTE)
         return Reply(notice, "human", conversation_id, rid, lang, ticket_id=ticket.id, reason="with_staff")
 
     def _escalate(
@@ -379,7 +390,7 @@ class Bot:
         """A partial answer (cancelled or failed) is kept, sanitised like a whole one."""
         if pieces:
             self.store.add_message(conversation_id, "assistant", sanitize_answer("".join(pieces).strip()), lang=lang,
-                                   request_id=rid, route="model")  # fmt: skip
+                                   request_id=rid, route=PARTIAL_ROUTE)  # fmt: skip
 
     def build_messages(
         self, text: str, lang: Lang, history: list[Message], sources: Sequence[Source] | None
@@ -417,7 +428,7 @@ class Bot:
             elif current:
                 current = current[:-1]  # then the least relevant passage
             else:
-                text = _shorten(text)  # finally the question itself (only when it alone overflows)
+                text = _shorten(text, lang)  # finally the question itself (only when it alone overflows)
 
     @staticmethod
     def _past_turn(
@@ -453,10 +464,10 @@ def _passages(sources: Sequence[Source], lang: Lang, seen: set[tuple[str, str, s
     return out
 
 
-def _shorten(text: str) -> str:
+def _shorten(text: str, lang: Lang) -> str:
     keep = max(1, int(len(text) * 0.8))
     if keep >= len(text):
-        raise InputError("message too long for the model's context window")
+        raise InputError(prompts.TOO_LONG_FOR_MODEL[lang])
     return text[:keep]
 
 

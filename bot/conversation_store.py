@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
+import secrets
 import uuid
 from collections.abc import Sequence
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, cast
 
@@ -48,9 +51,27 @@ def m001_conversations(db: Database) -> None:
     db.table("messages").create_index(["conversation_id", "id"])
 
 
+@migrations()
+def m002_resume_tokens_and_authors(db: Database) -> None:
+    # who wrote a staff message (or joined the conversation): shown to the customer by name
+    db.table("messages").add_column("author", str)
+    # a customer's browser holds a token that resumes its conversation after a reload (only the hash is kept)
+    db.table("conversation_tokens").create(
+        {"token_hash": str, "conversation_id": str, "created_at": str, "expires_at": str},
+        pk="token_hash",
+        foreign_keys=[("conversation_id", "conversations", "id")],
+        not_null={"conversation_id", "created_at", "expires_at"},
+    )
+    db.table("conversation_tokens").create_index(["conversation_id"])
+
+
 def new_conversation_id() -> str:
     """A fresh, unguessable conversation id."""
     return uuid.uuid4().hex
+
+
+def _token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode("utf-8", "replace")).hexdigest()
 
 
 def check_conversation_id(conversation_id: str) -> str:
@@ -100,6 +121,7 @@ class ConversationStore(Store):
         request_id: str | None = None,
         route: str | None = None,
         sources: Sequence[Source] = (),
+        author: str | None = None,
     ) -> int:
         """Append a message; returns its id."""
         now = iso(utcnow())
@@ -115,6 +137,7 @@ class ConversationStore(Store):
                     "request_id": request_id,
                     "route": route,
                     "sources": json.dumps([s.as_dict() for s in sources]) if sources else None,
+                    "author": author,
                 }
             )
             db.execute("UPDATE conversations SET updated_at = ? WHERE id = ?", [now, conversation_id])
@@ -145,6 +168,54 @@ class ConversationStore(Store):
         """Raw message rows (with sources JSON), oldest first."""
         with self.read() as db:
             return list(db.query("SELECT * FROM messages WHERE conversation_id = ? ORDER BY id", [conversation_id]))
+
+    def last_rows(self, conversation_id: str, n: int) -> list[dict[str, Any]]:
+        """The newest `n` message rows (role, route, content), newest first."""
+        with self.read() as db:
+            return list(db.query("SELECT id, role, route, content FROM messages WHERE conversation_id = ? "
+                                 "ORDER BY id DESC LIMIT ?", [conversation_id, n]))  # fmt: skip
+
+    # -- resume tokens -------------------------------------------------------------------------------
+    def issue_token(self, conversation_id: str, lifetime: timedelta) -> str:
+        """A new bearer token that resumes the conversation until it has gone unused for `lifetime`.
+
+        256 random bits, URL-safe; only its SHA-256 is stored, so the database does not hold usable tokens
+        (nor do staff, who see conversation ids but never tokens)."""
+        token = secrets.token_urlsafe(32)
+        now = utcnow()
+        with self.write() as db:
+            db.table("conversation_tokens").insert(
+                {
+                    "token_hash": _token_hash(token),
+                    "conversation_id": check_conversation_id(conversation_id),
+                    "created_at": iso(now),
+                    "expires_at": iso(now + lifetime),
+                }  # fmt: skip
+            )
+        return token
+
+    def resume(self, token: str | None, lifetime: timedelta) -> str | None:
+        """The conversation a token resumes (its expiry slides by `lifetime`), or None: unknown or expired."""
+        if not token or not isinstance(token, str) or len(token) > 128:
+            return None
+        now = utcnow()
+        with self.write() as db:
+            row = db.execute(
+                "SELECT conversation_id, expires_at FROM conversation_tokens WHERE token_hash = ?", [_token_hash(token)]
+            ).fetchone()
+            if row is None or row[1] <= iso(now):
+                return None
+            db.execute(
+                "UPDATE conversation_tokens SET expires_at = ? WHERE token_hash = ?",
+                [iso(now + lifetime), _token_hash(token)],
+            )
+        return str(row[0])
+
+    def revoke_token(self, token: str | None) -> None:
+        """Forget a token (the customer started a new conversation)."""
+        if token and isinstance(token, str):
+            with self.write() as db:
+                db.execute("DELETE FROM conversation_tokens WHERE token_hash = ?", [_token_hash(token)])
 
 
 def _sources(raw: str | None) -> tuple[Source, ...]:

@@ -4,7 +4,7 @@ A conversation is old when its last activity (`conversations.updated_at`) is bef
 messages, its (resolved) tickets and their events are deleted. A conversation whose ticket is still open
 or claimed is kept whatever its age: staff are still working on it. FAQ suggestions that came from a
 deleted ticket lose the link (their text was written by staff and reviewed; approved ones are part of the
-knowledge base). Expired staff sessions are deleted too.
+knowledge base). Expired staff sessions and expired conversation tokens (chat resume links) are deleted too.
 
 The ledger keeps its anonymous figures (seconds, tokens, cost, route, status, times) so cost reports stay
 complete. Its `conversation_id` is replaced by a pseudonym (`purged-` + 16 hex digits, an HMAC under a
@@ -149,6 +149,9 @@ def _purge(db: Database, cutoff: str, days: float, dry_run: bool, key: bytes) ->
         db.execute("DELETE FROM ticket_events WHERE ticket_id IN (SELECT id FROM purge_tickets)")
         db.execute("DELETE FROM tickets WHERE id IN (SELECT id FROM purge_tickets)")
         db.execute("DELETE FROM messages WHERE conversation_id IN (SELECT id FROM purge_conversations)")
+        if "conversation_tokens" in tables:  # resume tokens of deleted conversations, and expired ones
+            db.execute("DELETE FROM conversation_tokens WHERE conversation_id IN (SELECT id FROM purge_conversations) "
+                       "OR expires_at < ?", [iso(utcnow())])  # fmt: skip
         db.execute("DELETE FROM conversations WHERE id IN (SELECT id FROM purge_conversations)")
         if "sessions" in tables:
             db.execute("DELETE FROM sessions WHERE expires_at < ?", [iso(utcnow())])

@@ -129,3 +129,32 @@ EXTRACTIVE_LEAD_FAQ = {
 def extractive_lead(lang: Lang, title: str, *, is_faq: bool = False) -> str:
     """The first line of an extractive answer: which article (or FAQ entry) the quoted text comes from."""
     return (EXTRACTIVE_LEAD_FAQ if is_faq else EXTRACTIVE_LEAD)[lang].format(title=title.strip())
+
+
+ALREADY_WITH_STAFF = {
+    "en": "You are already connected with our support team (ticket {ticket}); a colleague will reply here.",
+    "de": "Sie sind bereits mit unserem Support-Team verbunden (Ticket {ticket}); ein Kollege antwortet Ihnen hier.",
+}
+JOINED = {
+    "en": "{name} from our support team has joined the conversation.",
+    "de": "{name} aus unserem Support-Team ist dem Gespräch beigetreten.",
+}
+TOO_LONG_FOR_MODEL = {
+    "en": "Your message is too long for me to read in one go. Please shorten it a little.",
+    "de": "Ihre Nachricht ist zu lang, um sie auf einmal zu lesen. Bitte kürzen Sie sie etwas.",
+}
+# a staff reply sent to the address a customer left (subject, then the body; {link} may be empty)
+REPLY_MAIL_SUBJECT = {
+    "en": "{company} support: a reply to your ticket {ticket}",
+    "de": "{company} Support: Antwort auf Ihr Ticket {ticket}",
+}
+REPLY_MAIL_BODY = {
+    "en": "Hello,\n\n{name} from the {company} support team replied to your ticket {ticket}:\n\n{reply}\n\n{link}"
+    "Please do not reply to this e-mail.\n",
+    "de": "Guten Tag,\n\n{name} vom {company}-Support hat auf Ihr Ticket {ticket} geantwortet:\n\n{reply}\n\n{link}"
+    "Bitte antworten Sie nicht auf diese E-Mail.\n",
+}
+REPLY_MAIL_LINK = {
+    "en": "Continue the conversation in the chat: {url}\n\n",
+    "de": "Setzen Sie das Gespräch im Chat fort: {url}\n\n",
+}

@@ -51,6 +51,12 @@ class BotSettings(BaseSettings):
         ge=0,
         description="After this many seconds unclaimed, the customer is told how the team will reply.",
     )
+    conversation_token_days: float = Field(
+        30.0,
+        ge=0,
+        description="A customer's browser can resume its conversation (after a reload, or from the link in a "
+        "reply e-mail) until its token has gone unused this many days; 0: no resuming.",
+    )
     ask_model_when_unsure: bool = Field(
         True, description="Ask the model (grammar-constrained) when the cheap escalation signals are unsure."
     )

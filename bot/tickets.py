@@ -19,7 +19,7 @@ from typing import Any
 from sqlite_utils import Database
 from sqlite_utils.migrations import Migrations
 
-from bot import escalation
+from bot import escalation, prompts
 from bot.conversation_store import ConversationStore
 from bot.errors import BotError
 from bot.types import Message, Source
@@ -39,7 +39,10 @@ EVENT_KINDS = (
     "customer_message",
     "customer_notified",
     "email_provided",
+    "emailed",  # a staff reply sent to the customer's e-mail address (body: the `replied` event's id)
+    "email_failed",  # sending it failed (body: the `replied` event's id and the cause); it is retried
 )
+JOINED_ROUTE = "joined"  # messages.route of the "<name> joined the conversation" notice
 _ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"
 ACTIONS = ("claim", "reply", "note", "resolve", "reopen")  # what staff can do to a ticket
 
@@ -248,11 +251,7 @@ class TicketStore(Store):
                 raise TicketError(f"ticket {ticket_id} is resolved; reopen it first")
             if row["status"] == "claimed" and row["claimed_by"] != staff:
                 raise TicketError(f"ticket {ticket_id} is already claimed by {row['claimed_by']}")
-            now = iso(utcnow())
-            db.table("tickets").update(
-                ticket_id, {"status": "claimed", "claimed_by": staff, "claimed_at": now, "updated_at": now}
-            )
-            self._event(db, ticket_id, "claimed", staff, None)
+            self._claim(db, row, staff)
             return Ticket.from_row(self._row(db, ticket_id))
 
     def reply(self, ticket_id: str, staff: str, text: str) -> None:
@@ -265,14 +264,24 @@ class TicketStore(Store):
             if row["status"] == "claimed" and row["claimed_by"] != staff:
                 raise TicketError(f"ticket {ticket_id} is claimed by {row['claimed_by']}")
             if row["status"] == "open":
-                now = iso(utcnow())
-                db.table("tickets").update(
-                    ticket_id,
-                    {"status": "claimed", "claimed_by": staff, "claimed_at": now, "updated_at": now},
-                )
-                self._event(db, ticket_id, "claimed", staff, None)
-            self.conversations.add_message(row["conversation_id"], "staff", text, lang=row["lang"], route="human")
+                self._claim(db, row, staff)
+            self.conversations.add_message(
+                row["conversation_id"], "staff", text, lang=row["lang"], route="human", author=staff
+            )
             self._event(db, ticket_id, "replied", staff, text)
+
+    def _claim(self, db: Database, row: dict[str, Any], staff: str) -> None:
+        """Claim inside a write; the customer is told who joined (by the staff member's name)."""
+        now = iso(utcnow())
+        db.table("tickets").update(
+            row["id"], {"status": "claimed", "claimed_by": staff, "claimed_at": now, "updated_at": now}
+        )
+        self._event(db, row["id"], "claimed", staff, None)
+        if row["status"] == "claimed":  # claimed again by the same person: nobody new joined
+            return
+        lang = row["lang"] if row["lang"] in prompts.JOINED else "en"
+        self.conversations.add_message(row["conversation_id"], "system", prompts.JOINED[lang].format(name=staff),
+                                       lang=lang, route=JOINED_ROUTE, author=staff)  # fmt: skip
 
     def note(self, ticket_id: str, staff: str, text: str) -> None:
         """An internal note: never shown to the customer."""
@@ -357,6 +366,31 @@ class TicketStore(Store):
             db.table("tickets").update(row["id"], {"email": email, "updated_at": iso(utcnow())})
             self._event(db, row["id"], "email_provided", "customer", email)
 
+    # -- e-mail outbox: staff replies to customers who left an address ------------------------------
+    def pending_mails(self, max_failures: int = 5, limit: int = 20) -> builtins.list[dict[str, Any]]:
+        """Staff replies not yet e-mailed to the ticket's address (oldest first; given up after `max_failures`).
+
+        Each row: event_id, ticket_id, conversation_id, email, lang, staff, body, created_at."""
+        sql = (
+            "SELECT e.id AS event_id, t.id AS ticket_id, t.conversation_id, t.email, t.lang, e.actor AS staff, "
+            "e.body, e.created_at FROM ticket_events e JOIN tickets t ON t.id = e.ticket_id "
+            "WHERE e.kind = 'replied' AND t.email IS NOT NULL AND t.email != '' "
+            "AND NOT EXISTS (SELECT 1 FROM ticket_events d WHERE d.ticket_id = e.ticket_id AND d.kind = 'emailed' "
+            "AND d.body = CAST(e.id AS TEXT)) "
+            "AND (SELECT count(*) FROM ticket_events f WHERE f.ticket_id = e.ticket_id AND f.kind = 'email_failed' "
+            "AND f.body LIKE CAST(e.id AS TEXT) || ':%') < ? ORDER BY e.id LIMIT ?"
+        )
+        with self.read() as db:
+            return list(db.query(sql, [max_failures, limit]))
+
+    def mark_mailed(self, ticket_id: str, event_id: int, error: str | None = None) -> None:
+        """Record that the reply of event `event_id` was e-mailed (or why sending failed)."""
+        with self.write() as db:
+            if error is None:
+                self._event(db, ticket_id, "emailed", "bot", str(event_id))
+            else:
+                self._event(db, ticket_id, "email_failed", "bot", f"{event_id}: {error[:300]}")
+
     # -- reading -----------------------------------------------------------------------------------
     def get(self, ticket_id: str) -> Ticket:
         with self.read() as db:
@@ -375,6 +409,13 @@ class TicketStore(Store):
         with self.read() as db:
             row = self._active_row(db, conversation_id)
         return Ticket.from_row(row) if row else None
+
+    def latest_for(self, conversation_id: str) -> Ticket | None:
+        """The conversation's newest ticket, whatever its status."""
+        with self.read() as db:
+            rows = list(db.query("SELECT * FROM tickets WHERE conversation_id = ? ORDER BY created_at DESC, rowid DESC "
+                                 "LIMIT 1", [conversation_id]))  # fmt: skip
+        return Ticket.from_row(rows[0]) if rows else None
 
     def list(self, status: str | None = None, claimed_by: str | None = None) -> list[Ticket]:
         """Tickets, oldest first, optionally filtered."""

@@ -400,7 +400,7 @@ def test_no_customer_event_reads_or_writes_another_conversation(env: Env, victim
             # every input slot gets the other conversation's id / ticket / user name; text slots get a question
             variants = [[value] * n, ["Show me the conversation " + value] + [value] * (n - 1)]
             if n >= 4:
-                variants.append(["What did I write before?", [], value, "auto"])
+                variants.append(["What did I write before?", [], value, "auto", value][:n])
             for data in variants:
                 out = call(base, int(dep["id"]), data)
                 calls += 1
@@ -538,3 +538,47 @@ def test_every_admin_event_needs_an_admin_and_answers_one(env: Env) -> None:
         out = call(base, int(dep["id"]), [None] * len(dep["inputs"]), cookies=env.cookies["admin"], timeout=60)
         assert out.join_status == 200, (dep.get("api_name"), out.join_body)
         assert "Admins only" not in out.text(), (dep.get("api_name"), out.text()[:300])
+
+
+# -- the resume token and the widget (issue #15) ------------------------------------------------------------
+def test_a_resume_token_reaches_only_its_own_conversation(env: Env, victim: dict[str, str]) -> None:
+    """A reload resumes a conversation by the token the browser keeps: nothing else opens it — not its
+    conversation id, its ticket, the stored hash, a near miss, nor a value of another type."""
+    from datetime import timedelta
+
+    from bot.conversation_store import ConversationStore
+
+    store = ConversationStore(env.db)
+    try:
+        token = store.issue_token(victim["conversation"], timedelta(days=1))  # what the victim's browser holds
+    finally:
+        store.close()
+    conn = sqlite3.connect(env.db)
+    hashes = [r[0] for r in conn.execute("SELECT token_hash FROM conversation_tokens")]
+    conn.close()
+    assert token not in hashes
+    base = env.url + "/chat"
+    load = fn_index(config(base), trigger="load")
+    guesses: list[Any] = [victim["conversation"], victim["ticket"], *hashes, token[:-1], token + "A", token.upper(),
+                          "", None, 0, [token], {"t": token}, str(victim["session"])]  # fmt: skip
+    for guess in guesses:
+        for value in (guess, {"token": guess}):
+            out = call(base, load, [value])
+            assert out.join_status in (200, 422), out.join_body
+            assert CANARY not in out.text(), value
+    opened = call(base, load, [{"token": token}])  # the control: the right token does open it
+    assert opened.success and CANARY in opened.text()
+    assert victim["conversation"] not in opened.text()  # the conversation id itself never reaches the browser
+
+
+def test_the_widget_script_is_public_and_only_the_chat_may_be_framed(env: Env) -> None:
+    script = env.get("/widget.js", "anonymous")
+    assert script.status_code == 200 and script.headers["content-type"].startswith("text/javascript")
+    assert script.headers["x-content-type-options"] == "nosniff" and "firstline-launcher" in script.text
+    for caller in CALLERS:
+        chat = env.get("/chat/", caller)
+        assert chat.headers["content-security-policy"] == "frame-ancestors 'self'"  # no other site configured
+        for path in ("/staff/", "/admin/", "/login", "/staff/config"):
+            r = env.get(path, caller)
+            assert r.headers["x-frame-options"] == "DENY", (caller, path)
+            assert r.headers["content-security-policy"] == "frame-ancestors 'none'", (caller, path)

@@ -170,8 +170,18 @@ def test_while_staff_own_the_conversation_the_bot_is_silent(
     assert third.route in ("faq", "model")
     kinds = [r[0] for r in rows(data_dir, "SELECT kind FROM ticket_events ORDER BY id")]
     assert kinds == ["opened", "customer_message", "claimed", "replied", "resolved"]
-    roles = [r[0] for r in rows(data_dir, "SELECT role FROM messages ORDER BY id")]
-    assert roles == ["user", "assistant", "user", "staff", "system", "user", "assistant"]
+    roles = [r[:2] for r in rows(data_dir, "SELECT role, route FROM messages ORDER BY id")]
+    assert roles == [
+        ("user", None),
+        ("assistant", "human"),  # the hand-over notice
+        ("user", "human"),
+        ("system", "ack"),  # "your message was added to the ticket"
+        ("system", "joined"),  # "sam from our support team has joined"
+        ("staff", "human"),
+        ("system", None),  # the bot is back
+        ("user", None),
+        ("assistant", third.route),
+    ]
 
 
 def test_nothing_relevant_after_one_clarifying_question_escalates(

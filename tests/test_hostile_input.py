@@ -24,8 +24,10 @@ from gradio_raw import call, config, fn_index
 from bot import prompts
 from bot.errors import InputError
 from models.fake import ScriptedChatModel
-from ui.web.customer import SORRY
+from ui.web.chat_view import TEXTS
 from ui.web.limits import TOO_FAST
+
+SORRIES = [t["sorry"] for t in TEXTS.values()]  # the apology, in either language
 
 CORPUS_FILE = Path(__file__).parent / "data" / "hostile_inputs.jsonl"
 
@@ -195,12 +197,12 @@ def test_hostile_corpus_over_http(http_env: LiveServer) -> None:
         if _encodable(case["text"]):
             _, history = client.predict(case["text"], [], "auto", api_name="/chat")
         else:  # gradio_client cannot send lone surrogates; the wire protocol can (JSON \\ud800 escapes)
-            out = call(server.url + "/chat", chat, [case["text"], [], None, "auto"])
+            out = call(server.url + "/chat", chat, [case["text"], [], None, "auto", None])
             assert out.success, (case["id"], out.error)
             history = out.output[1]
         answer = _last(history)
         assert answer.strip(), case["id"]
-        assert SORRY not in answer, (case["id"], answer)  # no failure behind a friendly face either
+        assert not any(s in answer for s in SORRIES), (case["id"], answer)  # no failure behind a friendly face
         if case["expect"] == "rejected":
             assert any(r in answer for r in REFUSALS), (case["id"], answer)
         else:
@@ -240,7 +242,7 @@ def test_malformed_calls_get_a_clean_error_and_store_nothing(http_env: LiveServe
     assert out.join_status in (200, 422), out.join_body
     if out.join_status == 200 and out.success:
         answer = _last(out.output[1])
-        assert SORRY not in answer
+        assert not any(s in answer for s in SORRIES)
     after = sqlite3.connect(db).execute("SELECT count(*) FROM messages").fetchone()[0]
     assert after - before <= 2  # at most the (cleaned) question and its answer
     # Gradio logs its own input validation errors; firstline's code never failed
@@ -260,8 +262,8 @@ def test_floods_are_throttled_per_session_and_per_client(live_server_factory: An
     questions = ["How do I pay my bill?", "How can I reset my password?", "How do I change my tariff?",
                  "Where is my router manual?"]  # fmt: skip
     answers = [_last(a.predict(q, [], "auto", api_name="/chat")[1]) for q in questions]
-    assert all(TOO_FAST.split("{s}")[0] not in x for x in answers[:3])
-    assert "too quickly" in answers[3] and "Sekunden" in answers[3]
+    assert all(TOO_FAST["en"].split("{s}")[0] not in x for x in answers[:3])
+    assert "too quickly" in answers[3] and "Sekunden" not in answers[3]  # in the customer's language only
     # the "talk to a person" button counts too
     assert "too quickly" in _last(a.predict("auto", api_name="/talk_to_person"))
     b = Client(server.url + "/chat/", verbose=False)  # another session from the same address

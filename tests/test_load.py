@@ -30,7 +30,7 @@ from gradio_client import Client
 from gradio_raw import call, config, fn_index
 
 from ui.auth import SESSION_COOKIE, UserStore
-from ui.web.customer import SORRY
+from ui.web.chat_view import TEXTS
 
 STRESS = os.environ.get("FIRSTLINE_STRESS", "") not in ("", "0")
 FAKE_SESSIONS, FAKE_TURNS = (100, 5) if STRESS else (20, 3)
@@ -122,7 +122,7 @@ def _check_database(db: Path, results: list[dict[str, Any]]) -> dict[str, int]:
             assert len(bot_seen) == len(bot_rows)
             for shown, stored in zip(bot_seen, bot_rows, strict=True):
                 assert stored.split("\n")[0][:40] in shown
-            assert all(SORRY not in s for s in bot_seen)
+            assert all(t["sorry"] not in s for s in bot_seen for t in TEXTS.values())
             ledger = conn.execute("SELECT status FROM requests WHERE conversation_id = ?", [conv]).fetchall()
             assert len(ledger) == len(users), (r["token"], ledger)  # one row per message: none lost, none twice
             assert {s for (s,) in ledger} <= {"completed"}, ledger

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import re
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+_ORIGIN = re.compile(r"^https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?$")
 
 
 class ServerSettings(BaseSettings):
@@ -50,6 +53,12 @@ class ServerSettings(BaseSettings):
     scripted_answer: str = Field(
         "", description="Answer of the 'scripted' fake model (browser tests); empty: its built-in answer."
     )
+    widget_origins: str = Field(
+        "",
+        description="Web sites that may embed the chat widget (/widget.js), comma-separated origins such as "
+        "https://www.example.com; the chat may be framed only by these (and itself). Empty: only by itself.",
+    )
+
     scripted_seconds_per_token: float = Field(
         0.0, ge=0, description="Delay per token of the 'scripted' fake model (load and crash tests)."
     )
@@ -71,4 +80,39 @@ class ServerSettings(BaseSettings):
     )
     log_format: Literal["text", "json"] = Field(
         "text", description="Log lines on stderr: text, or json (one JSON object per line, for log collectors)."
+    )
+
+    @field_validator("widget_origins")
+    @classmethod
+    def _origins(cls, value: str) -> str:
+        for origin in (o.strip() for o in value.split(",") if o.strip()):
+            if not _ORIGIN.match(origin):
+                raise ValueError(f"{origin!r} is not an origin like https://www.example.com (no path, no wildcard)")
+        return value
+
+    @property
+    def embedding_origins(self) -> list[str]:
+        """The origins allowed to frame the chat (widget_origins, parsed)."""
+        return [o.strip().rstrip("/") for o in self.widget_origins.split(",") if o.strip()]
+
+
+class MailSettings(BaseSettings):
+    """Outgoing e-mail to customers: staff replies to those who left their address. The SMTP_* variables are
+    the same ones budget alerts use (one mail server for the installation)."""
+
+    model_config = SettingsConfigDict(env_prefix="FIRSTLINE_", extra="ignore")
+
+    smtp_host: str = Field("", description="SMTP server (empty: no e-mail is sent).")
+    smtp_port: int = Field(25, ge=1, le=65535, description="SMTP port (587 with STARTTLS, 25 plain).")
+    smtp_starttls: bool = Field(False, description="Upgrade the SMTP connection with STARTTLS.")
+    smtp_user: str = Field("", description="SMTP login (empty: no login).")
+    smtp_password: SecretStr | None = Field(None, description="SMTP password.")
+    mail_from: str = Field(
+        "", description="Sender of e-mails to customers, e.g. 'Lumenet Support <support@example.com>'."
+    )
+    smtp_timeout_s: float = Field(15.0, gt=0, description="Seconds to wait for the SMTP server.")
+    public_url: str = Field(
+        "",
+        description="The address customers reach this server at (e.g. https://support.example.com): reply "
+        "e-mails link back to the chat there. Empty: e-mails carry the reply without a link.",
     )

@@ -40,6 +40,8 @@ from sqlite_utils.migrations import Migrations
 from usage import sharing
 from usage.db import Store, connect
 from usage.errors import StorageError
+from usage.feedback import Feedback
+from usage.feedback import summarize as summarize_feedback
 from usage.ledger import Ledger, iso, parse_iso, utcnow
 from usage.ledger import migrations as ledger_migrations
 from usage.pricing import (
@@ -590,6 +592,7 @@ class Outcomes:
     minutes_source: str
     staff_hourly_cost: Decimal
     bot_cost: Decimal | None = None
+    feedback: Feedback | None = None  # customers' ratings given in the period
 
     @property
     def deflected(self) -> int:
@@ -621,7 +624,15 @@ class Outcomes:
             "staff_hourly_cost": money(self.staff_hourly_cost),
             "staff_cost_avoided": money(avoided),
             "net_saving": money(avoided - cost) if cost is not None else None,
+            **_ratings(self.feedback),
         }
+
+
+def _ratings(feedback: Feedback | None) -> dict[str, Any]:
+    """The outcome's rating figures (flat: they print in the report's table too)."""
+    f = feedback.as_dict() if feedback is not None else {}
+    keys = ("answers_rated", "answer_helpful_rate", "resolutions_rated", "resolution_rating_mean")
+    return {k: f.get(k, 0 if k.endswith("rated") else None) for k in keys}
 
 
 def outcomes(
@@ -677,6 +688,7 @@ def _outcomes(db: Database, since: datetime, until: datetime, a: Assumptions) ->
         minutes,
         minutes_source,
         a.staff_hourly_cost,
+        feedback=summarize_feedback(db, since, until),
     )
 
 

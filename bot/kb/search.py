@@ -281,6 +281,28 @@ class KnowledgeBase(Ingestion):
         out = {path.casefold().rsplit("/", 1)[-1]: cat for path, cat in rows}
         return out | {path.casefold(): cat for path, cat in rows}
 
+    def topics(self, lang: Lang, *, limit: int = 6, per_topic: int = 4) -> list[tuple[str, list[str]]]:
+        """The knowledge base's categories with most entries in `lang` (at most `limit`), each with up to
+        `per_topic` questions a customer might ask about it: its FAQ questions in file order, else its
+        article titles. Documents without a category are left out. For the chat's welcome."""
+        with self.read() as db:
+            rows = db.execute(
+                "SELECT category, kind, title FROM kb_documents WHERE lang = ? AND category != '' "
+                "ORDER BY category, kind = 'faq' DESC, id",
+                [lang],
+            ).fetchall()
+        found: dict[str, list[str]] = {}
+        sizes: dict[str, int] = {}
+        faq: dict[str, bool] = {}
+        for category, kind, title in rows:  # per category, FAQ entries come first
+            sizes[category] = sizes.get(category, 0) + 1
+            faq.setdefault(category, kind == "faq")
+            questions = found.setdefault(category, [])
+            if len(questions) < per_topic and (kind == "faq") == faq[category] and title not in questions:
+                questions.append(title)
+        ranked = sorted(found, key=lambda c: (-sizes[c], c))[:limit]
+        return [(c, found[c]) for c in sorted(ranked)]
+
     def count(self) -> dict[str, int]:
         """Documents (articles and FAQ entries), chunks and FAQ entries in the knowledge base."""
         with self.read() as db:

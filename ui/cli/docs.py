@@ -18,6 +18,7 @@ SETTINGS = [
     ("bot.kb.search", "KnowledgeSettings"),
     ("bot.housekeeping", "HousekeepingSettings"),
     ("ui.settings", "ServerSettings"),
+    ("ui.settings", "MailSettings"),
     ("usage.profiles", "PricingSettings"),
     ("usage.alerts", "AlertSettings"),
 ]

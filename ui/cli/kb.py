@@ -133,6 +133,7 @@ def eval_command(
     from bot.kb.demo import ensure_demo_kb
     from bot.kb.search import KnowledgeBase
     from ui.app import build_services
+    from usage.feedback import feedback
 
     try:
         items = evaluation.load_questions(questions, limit)
@@ -170,6 +171,9 @@ def eval_command(
         if judge is not None:
             judge.close()
     payload = evaluation.report(results)
+    # what customers said about the live bot's answers (chat thumbs, ratings after a ticket), beside the scores
+    rated = feedback(services.bot_settings.database_path)
+    payload["feedback"] = rated.as_dict() if rated is not None else None
     if out is not None:
         write_rows(out, payload["rows"])
     if as_json:
@@ -216,6 +220,13 @@ def print_report(payload: dict[str, Any]) -> None:
     for row in payload["faq_threshold_tradeoff"]:
         click.echo(
             f"  {row['threshold']:<12.2f} {row['faq_answers']:>7}  {row['faq_share']:.3f}  {row['faq_precision']:.3f}"
+        )
+    rated = payload.get("feedback")
+    if rated:
+        helpful, mean = cell(rated["answer_helpful_rate"]), cell(rated["resolution_rating_mean"])
+        click.echo(
+            f"\ncustomer feedback: {rated['answers_rated']} answers rated, helpful {helpful}; "
+            f"{rated['resolutions_rated']} resolutions rated, mean {mean} of 5"
         )
     click.echo("\nroute  hit@1 hit@3 esc/should  latency  question")
     for r in payload["rows"]:

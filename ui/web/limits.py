@@ -2,7 +2,7 @@
 
 Gradio bounds the chat queue (`max_size`) and the work per event; these limits bound how fast one
 browser session (and, more loosely, one client address: a script can open a new session per message)
-may send. A throttled customer is told, in both languages, how long to wait; nothing is stored and no
+may send. A throttled customer is told, in their language, how long to wait; nothing is stored and no
 ledger row is written for a refused message. Limiters are in memory and per process, and their key set
 is bounded so a flood of new sessions cannot grow memory without limit.
 """
@@ -16,14 +16,10 @@ from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
-TOO_FAST = (
-    "Sie senden gerade sehr viele Nachrichten. Bitte warten Sie {s} Sekunden und versuchen Sie es dann "
-    "erneut. / You are sending messages too quickly. Please wait {s} seconds and try again."
-)
-QUEUE_FULL = (
-    "Gerade sind sehr viele Anfragen gleichzeitig da. Bitte warten Sie einen Moment und senden Sie Ihre "
-    "Nachricht dann erneut. / We are very busy right now. Please wait a moment and send your message again."
-)
+TOO_FAST = {  # in the customer's language
+    "en": "You are sending messages too quickly. Please wait {s} seconds and try again.",
+    "de": "Sie senden gerade sehr viele Nachrichten. Bitte warten Sie {s} Sekunden und versuchen Sie es dann erneut.",
+}
 
 
 class SlidingWindowLimiter:
@@ -81,11 +77,11 @@ class ChatLimits:
             SlidingWindowLimiter(per_client, window_s, max_keys=max_keys),
         )
 
-    def check(self, session: str | None, client: str | None) -> str | None:
-        """None when the message may go ahead, else the customer-facing "please wait" text."""
+    def check(self, session: str | None, client: str | None, lang: str = "en") -> str | None:
+        """None when the message may go ahead, else the customer-facing "please wait" text in `lang`."""
         wait = self.per_session.hit(f"s:{session}") if session else 0.0
         if not wait and client:
             wait = self.per_client.hit(f"c:{client}")
         if wait:
-            return TOO_FAST.format(s=max(1, math.ceil(wait)))
+            return TOO_FAST.get(lang, TOO_FAST["en"]).format(s=max(1, math.ceil(wait)))
         return None

@@ -19,6 +19,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Resp
 
 from ui.app import Services
 from ui.auth import SESSION_COOKIE, AuthError
+from ui.settings import MailSettings
 from ui.web.access import (
     ADMIN_PATH,
     CHAT_PATH,
@@ -29,10 +30,13 @@ from ui.web.access import (
     request_user,
 )
 from ui.web.admin import mount_admin
+from ui.web.customer import CSS as CHAT_CSS
 from ui.web.customer import build_customer_app
 from ui.web.limits import ChatLimits
+from ui.web.mail import Mailer, ReplyMailer
 from ui.web.ops import add_ops_routes
 from ui.web.staff import mount_staff
+from ui.web.widget import frame_ancestors, mount_widget
 
 # Gradio routes the customer chat does not need and an anonymous caller must not use: file uploads (the
 # chat has no file input; unbounded uploads fill the disk), fetching remote URLs through the server
@@ -69,6 +73,7 @@ def build_app(services: Services, extra_mounts: list[Callable[[FastAPI, Services
     app = FastAPI(title="firstline", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.public_apis = {}  # mount path -> public api names (see access.register_apis)
     settings = services.server_settings
+    chat_frames = {"Content-Security-Policy": frame_ancestors(settings.embedding_origins)}  # the widget's sites
 
     @app.middleware("http")
     async def protect(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
@@ -92,12 +97,14 @@ def build_app(services: Services, extra_mounts: list[Callable[[FastAPI, Services
                 if user is None or not user.can(role):
                     if request.method == "GET" and path in (prefix, prefix + "/"):
                         return RedirectResponse(f"/login?next={prefix}/", status_code=303, headers=NO_FRAMES)
-                    return JSONResponse({"error": "login required"}, status_code=401)
+                    return JSONResponse({"error": "login required"}, status_code=401, headers=NO_FRAMES)
         response = await call_next(request)
         response.headers.setdefault("X-Content-Type-Options", "nosniff")
         response.headers.setdefault("Referrer-Policy", "same-origin")
         if staff_area:  # staff pages are never framed by another site (clickjacking)
             response.headers.update(NO_FRAMES)
+        elif path == CHAT_PATH or path.startswith(CHAT_PATH + "/"):  # the chat: by itself and the widget's sites
+            response.headers.update(chat_frames)
         return response
 
     @app.get("/", include_in_schema=False)
@@ -156,11 +163,11 @@ def build_app(services: Services, extra_mounts: list[Callable[[FastAPI, Services
     )
     customer = build_customer_app(services.bot, title=f"{services.bot_settings.company_name} Support", limits=limits)
     customer.queue(default_concurrency_limit=settings.chat_concurrency, max_size=settings.queue_size)
-    gr.mount_gradio_app(
-        app, customer, path=CHAT_PATH, footer_links=[], ssr_mode=False, run_history=False, show_error=False
-    )
+    gr.mount_gradio_app(app, customer, path=CHAT_PATH, footer_links=[], ssr_mode=False, run_history=False,
+                        show_error=False, css=CHAT_CSS)  # fmt: skip
     register_apis(app, customer, CHAT_PATH)
     add_ops_routes(app, services, queues={"chat": customer})  # /health, /ready, /metrics (ui/web/ops.py)
+    mount_widget(app)
     for mount in [mount_staff, mount_admin, *(extra_mounts or [])]:
         mount(app, services)
     return app
@@ -174,10 +181,18 @@ def serve(services: Services) -> None:
     s = services.server_settings
     app = build_app(services)
     services.bot.answers.warm()  # word lists and the embedder load now, not in the first customer's answer
+    mailer = Mailer(MailSettings())
+    replies = ReplyMailer(services.tickets, services.store, mailer, company=services.bot_settings.company_name,
+                          token_days=services.bot_settings.conversation_token_days)  # fmt: skip
+    if mailer.enabled:  # staff replies reach customers who left an address
+        replies.start()
     print(f"firstline: serving on http://{s.host}:{s.port}/  (customer chat at {CHAT_PATH}/)", flush=True)
     # behind a reverse proxy on a trusted address, X-Forwarded-Proto/-For give the real scheme (secure
     # cookies) and client address (rate limits); see docs/security.md
     # with JSON logs, uvicorn's own loggers go through the root handler (configured in ui/cli/main.py)
     log_config = None if s.log_format == "json" else LOGGING_CONFIG
-    uvicorn.run(app, host=s.host, port=s.port, log_level="warning", timeout_graceful_shutdown=5,
-                proxy_headers=True, forwarded_allow_ips=s.forwarded_allow_ips, log_config=log_config)  # fmt: skip
+    try:
+        uvicorn.run(app, host=s.host, port=s.port, log_level="warning", timeout_graceful_shutdown=5,
+                    proxy_headers=True, forwarded_allow_ips=s.forwarded_allow_ips, log_config=log_config)  # fmt: skip
+    finally:
+        replies.stop()
