@@ -66,7 +66,8 @@ CSS = """
   animation:fl-blink 1.2s infinite}
 .fl-typing i:nth-child(2){animation-delay:.2s}.fl-typing i:nth-child(3){animation-delay:.4s}
 @keyframes fl-blink{0%,80%,100%{opacity:.2}40%{opacity:1}}
-"""  # fmt: skip
+.progress-text,.meta-text,.meta-text-center,.eta-bar,.progress-level,.timer{display:none!important}
+"""  # fmt: skip  (the last rule: Gradio's own "processing | 0.2s" timers never show on a customer page)
 STRIP_RESUME_LINK = """() => { const u = new URL(window.location.href);
   if (u.searchParams.has("c")) { u.searchParams.delete("c"); window.history.replaceState(null, "", u.toString()); } }"""
 
