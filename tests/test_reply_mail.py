@@ -162,7 +162,7 @@ def test_the_customer_leaves_an_address_gets_the_reply_by_mail_and_the_link_reop
     page.locator("#talk-to-person").click()
     chat = page.locator("#chat")
     expect(chat).to_contain_text("All colleagues are busy right now", timeout=30_000)  # the unclaimed notice
-    page.locator("#email input").fill("customer@example.org")
+    page.locator("#email").get_by_role("textbox").fill("customer@example.org")
     page.locator("#email-save").click()
     expect(page.locator("#email-note")).to_contain_text("we will also send our reply to customer@example.org")
     ticket = rows(data_dir, "SELECT id FROM tickets")[0][0]
