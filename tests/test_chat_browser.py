@@ -121,6 +121,27 @@ def test_the_question_shows_at_once_then_typing_then_an_answer_that_never_vanish
     context.close()
 
 
+def test_a_message_sent_while_an_answer_streams_is_answered_too(
+    browser: Any, live_server_factory: Callable[..., Any], request: pytest.FixtureRequest
+) -> None:
+    """Bug: the streaming answer's last step cleared the next message waiting to be answered, so a customer
+    who wrote on while the bot was answering lost that message (it never reached the database)."""
+    from playwright.sync_api import expect
+
+    server = live_server_factory("scripted", env={**SLOW, "FIRSTLINE_SCRIPTED_SECONDS_PER_TOKEN": "0.2"})
+    context, page = open_chat(browser, server.url, request)
+    send(page, MODEL_QUESTION)
+    expect(page.locator(BOT).last).to_contain_text("This", timeout=60_000)  # the answer is streaming
+    send(page, "And how do I change the Wi-Fi password?")
+    expect(page.locator(USER)).to_have_count(2, timeout=30_000)
+    expect(page.locator(BOT)).to_have_count(2, timeout=60_000)
+    expect(page.locator(BOT).last).to_contain_text(SCRIPTED, timeout=60_000)
+    page.wait_for_timeout(2500)  # a poll tick redraws from the database: both questions are stored
+    expect(page.locator(USER)).to_have_count(2)
+    expect(page.locator(USER).last).to_contain_text("Wi-Fi password")
+    context.close()
+
+
 # -- item 3, the agent's name and the rating after resolution (item 7) -----------------------------------------
 def test_after_the_hand_over_the_customer_is_answered_and_asked_for_a_rating(
     browser: Any, live_server_factory: Callable[..., Any], data_dir: Path, request: pytest.FixtureRequest

@@ -283,18 +283,22 @@ def build_customer_app(
                         continue
                     if tok is None and token_life.total_seconds() > 0:
                         tok = bot.store.issue_token(conv, token_life)
-                    yield shown, conv, final.last, tok, final.rates, box_value, None
+                    # `pending` is left alone: a message sent while this answer streamed is waiting in it
+                    yield shown, conv, final.last, tok, final.rates, box_value, gr.skip()
             finally:
                 with streaming_lock:
                     streaming.discard(conv)
 
         def answered(accepted: Any) -> None:
             """After `accept`: stream the answer, then keep the token in the browser."""
+            # trigger_mode "multiple": a message sent while the previous answer streams is queued behind it
+            # (Gradio's default, "once", drops a trigger while the same event is still running)
             accepted.then(
                 answer, [pending, chatbot, conversation_id, lang, page_lang, token],
                 [chatbot, conversation_id, seen, token, rates, box, pending],
-                api_visibility="private", show_progress="hidden",
-            ).then(remember, [token, stored], [stored], api_visibility="private", show_progress="hidden")  # fmt: skip
+                api_visibility="private", show_progress="hidden", trigger_mode="multiple",
+            ).then(remember, [token, stored], [stored], api_visibility="private", show_progress="hidden",
+                   trigger_mode="multiple")  # fmt: skip
 
         accept_args = ([box, chatbot, lang, page_lang], [box, chatbot, pending, page_lang, suggestions])
         # `accept` never waits behind the model: it only shows the question
