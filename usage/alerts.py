@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import logging
-import smtplib
 import socket
 import threading
 import uuid
@@ -40,6 +39,7 @@ from usage.budgets import migrations as budget_migrations
 from usage.db import Store
 from usage.ledger import iso, parse_iso, utcnow
 from usage.pricing import money
+from usage.smtp import deliver
 
 log = logging.getLogger(__name__)
 migrations = Migrations("firstline.alerts")
@@ -183,13 +183,7 @@ def send_email(settings: AlertSettings, alert: Alert) -> None:
     message["From"] = settings.alert_email_from
     message["To"] = ", ".join(a.strip() for a in settings.alert_email_to.split(",") if a.strip())
     message.set_content(alert.text)
-    with smtplib.SMTP(settings.smtp_host, settings.smtp_port, timeout=15) as smtp:
-        if settings.smtp_starttls:
-            smtp.starttls()
-        if settings.smtp_user:
-            password = settings.smtp_password.get_secret_value() if settings.smtp_password else ""
-            smtp.login(settings.smtp_user, password)
-        smtp.send_message(message)
+    deliver(settings, message, timeout_s=15)
 
 
 def send_webhook(settings: AlertSettings, alert: Alert) -> None:

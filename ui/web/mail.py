@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import logging
 import smtplib
-import ssl
 import threading
 import time
 from datetime import timedelta
@@ -26,6 +25,7 @@ from bot import prompts
 from bot.conversation_store import ConversationStore
 from bot.tickets import TicketStore
 from ui.settings import MailSettings
+from usage.smtp import deliver
 
 log = logging.getLogger(__name__)
 MAX_ATTEMPTS = 5
@@ -58,12 +58,7 @@ class Mailer:
         msg["Auto-Submitted"] = "auto-generated"  # no out-of-office replies back to us
         msg.set_content(body)
         try:
-            with smtplib.SMTP(s.smtp_host, s.smtp_port, timeout=s.smtp_timeout_s) as smtp:
-                if s.smtp_starttls:
-                    smtp.starttls(context=ssl.create_default_context())
-                if s.smtp_user:
-                    smtp.login(s.smtp_user, s.smtp_password.get_secret_value() if s.smtp_password else "")
-                smtp.send_message(msg)
+            deliver(s, msg, s.smtp_timeout_s)
         except (OSError, smtplib.SMTPException) as exc:
             raise MailError(f"cannot send e-mail via {s.smtp_host}:{s.smtp_port}: {exc}") from exc
 
