@@ -142,6 +142,28 @@ def test_a_message_sent_while_an_answer_streams_is_answered_too(
     context.close()
 
 
+def test_a_rate_limit_notice_given_while_an_answer_streams_stays_on_screen(
+    browser: Any, live_server_factory: Callable[..., Any], request: pytest.FixtureRequest
+) -> None:
+    """Bug: the refusal was drawn into the chat, and the next frame of the answer still streaming redrew the
+    chat without it, so the customer never learnt why the message stayed in the box (seen in CI)."""
+    from playwright.sync_api import expect
+
+    env = {**SLOW, "FIRSTLINE_SCRIPTED_SECONDS_PER_TOKEN": "0.2", "FIRSTLINE_CHAT_RATE_LIMIT": "1"}
+    server = live_server_factory("scripted", env=env)
+    context, page = open_chat(browser, server.url, request)
+    send(page, MODEL_QUESTION)
+    expect(page.locator(BOT).last).to_contain_text("This", timeout=60_000)  # the answer is streaming
+    send(page, "And how do I change the Wi-Fi password?")
+    notice = "You are sending messages too quickly"
+    expect(page.locator("#chat")).to_contain_text(notice, timeout=30_000)
+    expect(page.locator(BOT).first).to_contain_text(SCRIPTED, timeout=60_000)  # the answer has ended ...
+    page.wait_for_timeout(1500)
+    expect(page.locator("#chat")).to_contain_text(notice)  # ... and the notice is still there
+    expect(page.locator("#message textarea")).to_have_value("And how do I change the Wi-Fi password?")
+    context.close()
+
+
 # -- item 3, the agent's name and the rating after resolution (item 7) -----------------------------------------
 def test_after_the_hand_over_the_customer_is_answered_and_asked_for_a_rating(
     browser: Any, live_server_factory: Callable[..., Any], data_dir: Path, request: pytest.FixtureRequest

@@ -107,6 +107,10 @@ def stream_reply(
         yield [*shown[:-1], {"role": "assistant", "content": text(page_lang, "sorry")}], None, True
 
 
+def _session(request: Any) -> str:
+    return str(getattr(request, "session_hash", None) or "")
+
+
 def respond(
     bot: Bot,
     message: str,
@@ -139,6 +143,10 @@ def build_customer_app(
     feedback = FeedbackStore(bot.store.path)
     streaming: set[str] = set()  # conversations whose answer this process is streaming (the poll keeps off)
     streaming_lock = threading.Lock()
+    # a rate-limit notice given while this browser's previous answer still streams: the stream's next frames
+    # would redraw the chat without it, so they carry it along (keyed by Gradio's session)
+    late_notices: dict[str, str] = {}
+    streaming_sessions: dict[str, int] = {}  # how many answers each session has streaming
 
     def welcome(lang: str) -> tuple[str, list[dict[str, str]]]:
         """The empty chat: a greeting and one chip per knowledge-base topic."""
@@ -261,23 +269,41 @@ def build_customer_app(
             lang_ = message_lang(message, lang_choice, page)
             notice = throttled(request, lang_)
             if notice is not None:  # nothing is stored for a refused message; it stays in the box
+                with streaming_lock:
+                    if streaming_sessions.get(_session(request)):
+                        late_notices[_session(request)] = notice
                 return message, [*(history or []), {"role": "assistant", "content": notice}], None, lang_, gr.skip()
             shown = [*(history or []), {"role": "user", "content": as_text(message)}, typing_bubble(lang_)]
             return "", shown, message, lang_, gr.update(visible=False)
 
         def answer(
-            message: str | None, history: ChatHistory, conv: str | None, lang_choice: str, page: str, tok: str | None
+            message: str | None,
+            history: ChatHistory,
+            conv: str | None,
+            lang_choice: str,
+            page: str,
+            tok: str | None,
+            request: gr.Request,
         ) -> Iterator[tuple[Any, ...]]:
-            if message is None:
+            session = _session(request)
+
+            def with_notice(shown: ChatHistory) -> ChatHistory:
+                with streaming_lock:
+                    notice = late_notices.get(session)
+                return [*shown, {"role": "assistant", "content": notice}] if notice else shown
+
+            if message is None:  # refused or empty
                 yield gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip(), None
                 return
             conv = conv or new_conversation_id()
             base = _without_pending(list(history or []), message)
             with streaming_lock:
                 streaming.add(conv)
+                streaming_sessions[session] = streaming_sessions.get(session, 0) + 1
             try:
                 for shown, final, keep in stream_reply(bot, message, base, conv, chosen_lang(lang_choice), page):
                     box_value = message if keep else gr.skip()
+                    shown = with_notice(shown)
                     if final is None:
                         yield shown, conv, gr.skip(), gr.skip(), gr.skip(), box_value, gr.skip()
                         continue
@@ -288,6 +314,10 @@ def build_customer_app(
             finally:
                 with streaming_lock:
                     streaming.discard(conv)
+                    streaming_sessions[session] -= 1
+                    if not streaming_sessions[session]:
+                        del streaming_sessions[session]
+                        late_notices.pop(session, None)  # shown in the last frame; the next answer starts clean
 
         def answered(accepted: Any) -> None:
             """After `accept`: stream the answer, then keep the token in the browser."""
