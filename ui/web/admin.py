@@ -366,7 +366,11 @@ def build_admin_app(services: Services, *, with_dashboard: bool = False) -> Any:
             require_role(services, request, "admin")
             return preset_range(name, utcnow())
 
-        preset.input(do_preset, [preset], [since, until]).then(do_refresh, [since, until, by, profile], outputs)
+        # "always_last" on both steps: a preset picked while the previous one still loads runs after it (with
+        # the default, "once", its refresh was dropped, leaving the first preset's figures under its name)
+        preset.input(do_preset, [preset], [since, until], trigger_mode="always_last").then(
+            do_refresh, [since, until, by, profile], outputs, trigger_mode="always_last"
+        )
 
         def do_drill(state: dict[str, Any], evt: gr.SelectData, request: gr.Request) -> tuple[Any, ...]:
             require_role(services, request, "admin")
