@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
-.PHONY: install run test test-fast lint format bench stress system-deps clean docs llama-server
+.PHONY: install run test test-fast lint format bench stress system-deps postgres clean docs llama-server
 
 # Creates the virtual environment and installs firstline with its pinned dependencies.
 # The first run compiles llama.cpp (llama-cpp-python has no CPU wheel on PyPI): ~9 minutes on 2 cores.
@@ -32,16 +32,24 @@ system-deps:
 llama-server: install
 	PYTHON=$(BIN)/python bash scripts/build-llama-server.sh >/dev/null
 
+# Debian's PostgreSQL 15 for the store tests, which run on SQLite and on PostgreSQL (scripts/postgres.sh:
+# installs it when missing, starts the cluster, creates role and database; ~0.3 s when already running).
+postgres:
+	@bash scripts/postgres.sh firstline_test >/dev/null
+
 # The default (embedded) engine needs no build; FIRSTLINE_ENGINE=llama-server make run builds llama-server first.
 run: install
 	$(if $(filter llama-server,$(FIRSTLINE_ENGINE)),PYTHON=$(BIN)/python bash scripts/build-llama-server.sh >/dev/null)
 	$(BIN)/firstline serve
 
-# The whole suite, the real llama-server tier included (it needs the llama-server build above).
-test: install system-deps llama-server
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+# The whole suite, the real llama-server tier included (it needs the llama-server build above), the store
+# tests on SQLite and on PostgreSQL.
+test: install system-deps llama-server postgres
+	FIRSTLINE_TEST_DATABASE_URL="$$(bash scripts/postgres.sh firstline_test)" $(BIN)/python -m pytest $(PYTEST_ARGS)
 
+# without root PostgreSQL may be missing: its half of the store tests is then skipped (CI fails on a skip)
 test-fast: install
+	FIRSTLINE_TEST_DATABASE_URL="$$(bash scripts/postgres.sh firstline_test 2>/dev/null || true)" \
 	$(BIN)/python -m pytest -m "not real_model and not browser" $(PYTEST_ARGS)
 
 # ruff, formatting, types, and the import layers of pyproject.toml's [tool.importlinter] (import-linter)
@@ -59,14 +67,15 @@ format: install
 # vendors (several minutes on 2 cores; cached in ~/.cache/firstline/), then runs the suite (< 10 minutes).
 # Report: bench-report/report.md, report.json, bench.png. BENCH_ARGS="--quick" for a ~2 minute run.
 BENCH_ARGS ?=
-bench: install
+bench: install postgres
 	PYTHON=$(BIN)/python bash scripts/build-llama-bench.sh >/dev/null
 	PYTHON=$(BIN)/python bash scripts/build-llama-server.sh >/dev/null
-	$(BIN)/firstline bench $(BENCH_ARGS)
+	FIRSTLINE_BENCH_DATABASE_URL="$$(bash scripts/postgres.sh firstline_bench)" $(BIN)/firstline bench $(BENCH_ARGS)
 
 # Robustness at full size (issue #6): load 100x5 fake / 20x3 real sessions, 20 rounds of kill -9 during
 # generation, hostile input, prompt injection, faults, access control. ~15 minutes on 2 cores.
-stress: install system-deps
+stress: install system-deps postgres
+	FIRSTLINE_TEST_DATABASE_URL="$$(bash scripts/postgres.sh firstline_test)" \
 	PYTHON=$(BIN)/python bash scripts/stress.sh $(PYTEST_ARGS)
 
 clean:

@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from sqlite_utils import Database
 from sqlite_utils.migrations import Migrations
 
 from bot.errors import BotError
-from usage.db import Store
+from usage.db import Store, Target
 from usage.ledger import iso, utcnow
 
 migrations = Migrations("firstline.canned")
@@ -85,7 +84,7 @@ def check_shortcut(shortcut: str) -> str:
 class CannedReplyStore(Store):
     """Saved replies, by shortcut and language."""
 
-    def __init__(self, path: Path | str) -> None:
+    def __init__(self, path: Target) -> None:
         super().__init__(path, migrations)
 
     def save(self, shortcut: str, lang: str, text: str, staff: str) -> CannedReply:

@@ -1,4 +1,4 @@
-"""ConversationStore: conversations and their messages in SQLite (migration set `firstline.bot`)."""
+"""ConversationStore: conversations and their messages (migration set `firstline.bot`; SQLite or PostgreSQL)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ import secrets
 import uuid
 from collections.abc import Sequence
 from datetime import timedelta
-from pathlib import Path
 from typing import Any, cast
 
 from sqlite_utils import Database
@@ -17,7 +16,7 @@ from sqlite_utils.migrations import Migrations
 
 from bot.errors import ConversationError
 from bot.types import Message, Source
-from usage.db import Store
+from usage.db import Store, Target, count_in, each_in
 from usage.ledger import iso, utcnow
 
 migrations = Migrations("firstline.bot")
@@ -86,7 +85,7 @@ def check_conversation_id(conversation_id: str) -> str:
 class ConversationStore(Store):
     """Conversations and messages; every write is one transaction."""
 
-    def __init__(self, path: Path | str) -> None:
+    def __init__(self, path: Target) -> None:
         super().__init__(path, migrations)
 
     def ensure(self, conversation_id: str, lang: str | None = None) -> dict[str, Any]:
@@ -98,13 +97,20 @@ class ConversationStore(Store):
                 return rows[0]
             now = iso(utcnow())
             row = {"id": conversation_id, "created_at": now, "updated_at": now, "lang": lang, "status": "bot"}
-            db.table("conversations").insert(row)
-            return row
+            # another process may create it at the same moment (PostgreSQL): then theirs is the row
+            db.table("conversations").insert(row, ignore=True)
+            return list(db.query("SELECT * FROM conversations WHERE id = ?", [conversation_id]))[0]
 
     def get(self, conversation_id: str) -> dict[str, Any] | None:
         with self.read() as db:
             rows = list(db.query("SELECT * FROM conversations WHERE id = ?", [conversation_id]))
         return rows[0] if rows else None
+
+    def lock(self, conversation_id: str) -> None:
+        """Hold the conversation's row until the caller's write transaction ends (PostgreSQL; SQLite's
+        writers are serialized already)."""
+        with self.write() as db:
+            db.execute(f"SELECT id FROM conversations WHERE id = ?{db.for_update}", [conversation_id]).fetchall()
 
     def set_fields(self, conversation_id: str, **fields: Any) -> None:
         """Update conversation columns (lang, status)."""
@@ -163,6 +169,51 @@ class ConversationStore(Store):
         with self.read() as db:
             row = db.execute(sql, params).fetchone()
         return int(row[0] or 0)
+
+    def outcome_counts(
+        self, since: str, until: str, escalated_elsewhere: set[str], resolved_tickets: set[str]
+    ) -> tuple[int, int, int]:
+        """(started in [since, until), escalated, resolved): escalated by status `human` or by being in
+        `escalated_elsewhere` (a ticket, a human-routed request); resolved: not escalated, or a resolved ticket."""
+        period = "created_at >= ? AND created_at < ?"
+        with self.read() as db:
+            n, human = db.execute(
+                f"SELECT count(*), coalesce(sum(CASE WHEN status = 'human' THEN 1 ELSE 0 END), 0) FROM conversations "
+                f"WHERE {period}",
+                [since, until],
+            ).fetchone()
+            sql = f"SELECT count(*) FROM conversations WHERE {period} AND status != 'human' AND id IN ({{ids}})"
+            extra = count_in(db, sql, sorted(escalated_elsewhere), [since, until])
+            sql = f"SELECT count(*) FROM conversations WHERE {period} AND id IN ({{ids}})"
+            done = count_in(db, sql, sorted(resolved_tickets), [since, until])
+        escalated = int(human) + extra
+        return int(n), escalated, int(n) - escalated + done
+
+    # -- retention (bot/housekeeping.py calls these inside its one transaction) ---------------------------
+    def inactive(self, cutoff: str) -> list[str]:
+        """Ids of conversations without activity since `cutoff` (an ISO timestamp)."""
+        with self.read() as db:
+            sql = "SELECT id FROM conversations WHERE coalesce(updated_at, created_at) < ? ORDER BY id"
+            return [r[0] for r in db.execute(sql, [cutoff]).fetchall()]
+
+    def existing(self, conversation_ids: Sequence[str]) -> set[str]:
+        """Which of these conversations still exist."""
+        with self.read() as db:
+            cursors = each_in(db, "SELECT id FROM conversations WHERE id IN ({ids})", conversation_ids)
+            return {r[0] for cur in cursors for r in cur.fetchall()}
+
+    def count_messages(self, conversation_ids: Sequence[str]) -> int:
+        with self.read() as db:
+            return count_in(db, "SELECT count(*) FROM messages WHERE conversation_id IN ({ids})", conversation_ids)
+
+    def delete(self, conversation_ids: Sequence[str]) -> None:
+        """Delete conversations, their messages and resume tokens (their tickets must be gone: TicketStore.delete);
+        expired resume tokens of any conversation go too."""
+        with self.write() as db:
+            list(each_in(db, "DELETE FROM messages WHERE conversation_id IN ({ids})", conversation_ids))
+            list(each_in(db, "DELETE FROM conversation_tokens WHERE conversation_id IN ({ids})", conversation_ids))
+            db.execute("DELETE FROM conversation_tokens WHERE expires_at < ?", [iso(utcnow())])
+            list(each_in(db, "DELETE FROM conversations WHERE id IN ({ids})", conversation_ids))
 
     def message_rows(self, conversation_id: str) -> list[dict[str, Any]]:
         """Raw message rows (with sources JSON), oldest first."""

@@ -295,13 +295,8 @@ def run(
 
 def _ledger_totals(ledger: Any, conversation_id: str, fallback_s: float) -> tuple[float, int, str]:
     """Compute seconds, cost (micro-units) and the model id of all ledger rows of one conversation."""
-    with ledger.read() as db:
-        compute, cost, rows, model_id = db.execute(
-            "SELECT coalesce(sum(compute_s), 0), coalesce(sum(cost_micros), 0), count(*), "
-            "coalesce(max(nullif(model_id, '')), '') FROM requests WHERE conversation_id = ?",
-            [conversation_id],
-        ).fetchone()
-    return (float(compute) if rows else fallback_s), int(cost), str(model_id)
+    compute, cost, rows, model_id = ledger.conversation_totals(conversation_id)
+    return (compute if rows else fallback_s), cost, model_id
 
 
 def report(results: Sequence[QuestionResult], thresholds: Sequence[float] = THRESHOLDS) -> dict[str, Any]:

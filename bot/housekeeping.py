@@ -11,8 +11,12 @@ complete. Its `conversation_id` is replaced by a pseudonym (`purged-` + 16 hex d
 random key that is never stored), so rows of one conversation still group together while nothing links
 them to the deleted conversation any more (conversation ids can be chosen by API callers, e.g. a name).
 
-Deletion runs in one transaction with SQLite's `secure_delete` on (deleted text is overwritten in the
-database file), followed by a WAL checkpoint so no copy is left in the write-ahead log.
+Every table is read and changed through the store that owns it (ConversationStore, TicketStore,
+SuggestionStore, Ledger; staff sessions: ui.auth.UserStore through `expire_sessions`), all inside one
+transaction. On SQLite deletion runs with
+`secure_delete` on (deleted text is overwritten in the database file), followed by a WAL checkpoint so no
+copy is left in the write-ahead log. PostgreSQL has no secure delete: deleted rows stay in the table's
+pages until (auto)vacuum reuses them; see docs/postgresql.md.
 """
 
 from __future__ import annotations
@@ -20,20 +24,19 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
-from dataclasses import asdict, dataclass
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, replace
 from datetime import datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
-from sqlite_utils import Database
 
 from bot.conversation_store import ConversationStore
+from bot.suggestions import SuggestionStore
 from bot.tickets import TicketStore
-from usage.db import Store
-from usage.ledger import iso, utcnow
-from usage.ledger import migrations as ledger_migrations
+from usage.db import Store, Target, is_postgres
+from usage.ledger import Ledger, iso, utcnow
 
 PSEUDONYM_PREFIX = "purged-"
 
@@ -69,30 +72,45 @@ class PurgeReport:
 
 
 def purge(
-    path: Path | str, older_than_days: float, *, dry_run: bool = False, now: datetime | None = None
+    path: Target,
+    older_than_days: float,
+    *,
+    dry_run: bool = False,
+    now: datetime | None = None,
+    expire_sessions: Callable[[bool], int] | None = None,
 ) -> PurgeReport:
-    """Delete conversations and tickets without activity for `older_than_days`; pseudonymise the ledger."""
+    """Delete conversations and tickets without activity for `older_than_days`; pseudonymise the ledger.
+
+    `expire_sessions(dry_run)` deletes expired staff sessions (ui.auth.UserStore.delete_expired_sessions:
+    the logins belong to the ui package) in the same transaction and returns how many.
+    """
     if older_than_days <= 0:
         raise ValueError("older_than_days must be positive")
     cutoff = iso((now or utcnow()) - timedelta(days=older_than_days))
     key = secrets.token_bytes(32)
-    # the stores' migrations: the tables exist even in a database that has never seen a customer
+    # each table is changed through its owner; the stores' migrations make the tables exist even in a
+    # database that has never seen a customer
     conversations = ConversationStore(path)
-    schema = [conversations, TicketStore(path, conversations=conversations), Store(path, ledger_migrations)]
-    store = Store(path)
+    tickets = TicketStore(path, conversations=conversations)
+    suggestions = SuggestionStore(path, knowledge=None)
+    ledger = Ledger(path, heartbeat=False, register=False)
+    stores = (ledger, suggestions, tickets, conversations)
     try:
-        with store.read() as db:
-            db.execute("PRAGMA secure_delete = ON")  # deleted rows are overwritten, not just unlinked
-        with store.write() as db:
-            report = _purge(db, cutoff, older_than_days, dry_run, key)
+        with conversations.write() as db:  # one transaction: the owners' writes below join it
+            if db.dialect == "sqlite":
+                db.execute("PRAGMA secure_delete = ON")  # deleted rows are overwritten, not just unlinked
+            report = _purge(conversations, tickets, suggestions, ledger, cutoff, older_than_days, dry_run, key)
+            if expire_sessions is not None:
+                report = replace(report, sessions=expire_sessions(dry_run))
             if dry_run:
                 raise _Rollback(report)
     except _Rollback as rollback:
         return rollback.report
     finally:
-        for s in (store, *schema):
+        for s in stores:
             s.close()
-    _checkpoint(path)
+    if not is_postgres(path):
+        _checkpoint(path)
     return report
 
 
@@ -102,95 +120,61 @@ class _Rollback(Exception):
         self.report = report
 
 
-def _tables(db: Database) -> set[str]:
-    return {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall()}
-
-
-def _count(db: Database, sql: str, params: list[Any]) -> int:
-    return int(db.execute(sql, params).fetchone()[0])
-
-
-def _purge(db: Database, cutoff: str, days: float, dry_run: bool, key: bytes) -> PurgeReport:
-    tables = _tables(db)
-    db.execute("CREATE TEMP TABLE IF NOT EXISTS purge_conversations (id TEXT PRIMARY KEY)")
-    db.execute("CREATE TEMP TABLE IF NOT EXISTS purge_tickets (id TEXT PRIMARY KEY)")
-    db.execute("DELETE FROM purge_conversations")
-    db.execute("DELETE FROM purge_tickets")
-    old = "coalesce(updated_at, created_at) < ?"
-    active = "SELECT conversation_id FROM tickets WHERE status != 'resolved'"
-    db.execute(f"INSERT INTO purge_conversations SELECT id FROM conversations WHERE {old} AND id NOT IN ({active})",
-               [cutoff])  # fmt: skip
-    kept_active = _count(db, f"SELECT count(*) FROM conversations WHERE {old} AND id IN ({active})", [cutoff])
+def _purge(
+    conversations: ConversationStore,
+    tickets: TicketStore,
+    suggestions: SuggestionStore,
+    ledger: Ledger,
+    cutoff: str,
+    days: float,
+    dry_run: bool,
+    key: bytes,
+) -> PurgeReport:
+    active = tickets.conversations_with_active_tickets()
+    old = conversations.inactive(cutoff)
+    purged = [c for c in old if c not in active]
     # tickets of purged conversations, and old resolved tickets whose conversation is already gone
-    db.execute(
-        "INSERT OR IGNORE INTO purge_tickets SELECT id FROM tickets "
-        "WHERE conversation_id IN (SELECT id FROM purge_conversations) "
-        f"OR (status = 'resolved' AND {old} AND conversation_id NOT IN (SELECT id FROM conversations))",
-        [cutoff],
-    )
-    conversations = _count(db, "SELECT count(*) FROM purge_conversations", [])
-    messages = _count(
-        db, "SELECT count(*) FROM messages WHERE conversation_id IN (SELECT id FROM purge_conversations)", []
-    )
-    tickets = _count(db, "SELECT count(*) FROM purge_tickets", [])
-    events = _count(db, "SELECT count(*) FROM ticket_events WHERE ticket_id IN (SELECT id FROM purge_tickets)", [])
-    suggestions = (
-        _count(db, "SELECT count(*) FROM faq_suggestions WHERE ticket_id IN (SELECT id FROM purge_tickets)", [])
-        if "faq_suggestions" in tables
-        else 0
-    )
-    ledger_rows = _pseudonymise_ledger(db, cutoff, key, dry_run)
-    sessions = (
-        _count(db, "SELECT count(*) FROM sessions WHERE expires_at < ?", [iso(utcnow())]) if "sessions" in tables else 0
-    )
-    if not dry_run:
-        if "faq_suggestions" in tables:
-            db.execute("UPDATE faq_suggestions SET ticket_id = NULL WHERE ticket_id IN (SELECT id FROM purge_tickets)")
-        db.execute("DELETE FROM ticket_events WHERE ticket_id IN (SELECT id FROM purge_tickets)")
-        db.execute("DELETE FROM tickets WHERE id IN (SELECT id FROM purge_tickets)")
-        db.execute("DELETE FROM messages WHERE conversation_id IN (SELECT id FROM purge_conversations)")
-        if "conversation_tokens" in tables:  # resume tokens of deleted conversations, and expired ones
-            db.execute("DELETE FROM conversation_tokens WHERE conversation_id IN (SELECT id FROM purge_conversations) "
-                       "OR expires_at < ?", [iso(utcnow())])  # fmt: skip
-        db.execute("DELETE FROM conversations WHERE id IN (SELECT id FROM purge_conversations)")
-        if "sessions" in tables:
-            db.execute("DELETE FROM sessions WHERE expires_at < ?", [iso(utcnow())])
-    return PurgeReport(
+    ticket_ids = set(tickets.of_conversations(purged))
+    orphans = [(t, c) for t, c in tickets.resolved_before(cutoff)]
+    still_there = conversations.existing([c for _, c in orphans])
+    ticket_ids.update(t for t, c in orphans if c not in still_there)
+    ticket_list = sorted(ticket_ids)
+    report = PurgeReport(
         cutoff=cutoff,
         older_than_days=days,
         dry_run=dry_run,
-        conversations=conversations,
-        messages=messages,
-        tickets=tickets,
-        ticket_events=events,
-        suggestions_unlinked=suggestions,
-        ledger_rows_pseudonymised=ledger_rows,
-        kept_active=kept_active,
-        sessions=sessions,
+        conversations=len(purged),
+        messages=conversations.count_messages(purged),
+        tickets=len(ticket_list),
+        ticket_events=tickets.count_events(ticket_list),
+        suggestions_unlinked=suggestions.linked_to(ticket_list),
+        ledger_rows_pseudonymised=ledger.rename_conversations(
+            _aliases(ledger, conversations, purged, cutoff, key), dry_run=dry_run
+        ),  # fmt: skip
+        kept_active=len(old) - len(purged),
+        sessions=0,
     )
+    if not dry_run:
+        suggestions.unlink(ticket_list)
+        tickets.delete(ticket_list)
+        conversations.delete(purged)
+    return report
 
 
-def _pseudonymise_ledger(db: Database, cutoff: str, key: bytes, dry_run: bool) -> int:
-    """Replace the conversation id of ledger rows of purged (or already deleted) old conversations."""
-    rows = db.execute(
-        "SELECT DISTINCT conversation_id FROM requests WHERE conversation_id NOT LIKE ? AND ("
-        " conversation_id IN (SELECT id FROM purge_conversations)"
-        " OR (started_at < ? AND conversation_id NOT IN (SELECT id FROM conversations)))",
-        [PSEUDONYM_PREFIX + "%", cutoff],
-    ).fetchall()
-    count = 0
-    for (conversation_id,) in rows:
-        alias = PSEUDONYM_PREFIX + hmac.new(key, conversation_id.encode(), hashlib.sha256).hexdigest()[:16]
-        if dry_run:
-            count += _count(db, "SELECT count(*) FROM requests WHERE conversation_id = ?", [conversation_id])
-        else:
-            count += db.execute(
-                "UPDATE requests SET conversation_id = ? WHERE conversation_id = ?", [alias, conversation_id]
-            ).rowcount
-    return count
+def _aliases(
+    ledger: Ledger, conversations: ConversationStore, purged: list[str], cutoff: str, key: bytes
+) -> dict[str, str]:
+    """Pseudonyms for the ledger's conversation ids of purged (or already deleted) old conversations."""
+    older = ledger.conversations_before(cutoff, skip_prefix=PSEUDONYM_PREFIX)
+    gone = set(purged) | (set(older) - conversations.existing(older))
+    return {
+        c: PSEUDONYM_PREFIX + hmac.new(key, c.encode(), hashlib.sha256).hexdigest()[:16]
+        for c in sorted(gone)
+        if not c.startswith(PSEUDONYM_PREFIX)
+    }
 
 
-def _checkpoint(path: Path | str) -> None:
+def _checkpoint(path: Target) -> None:
     """Fold the WAL into the database file so deleted text does not linger in the log."""
     store = Store(path)
     try:

@@ -14,14 +14,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 from sqlite_utils import Database
 from sqlite_utils.migrations import Migrations
 
 from bot.tickets import Ticket
-from usage.db import Store
+from usage.db import Store, Target
 from usage.ledger import iso, parse_iso, utcnow
 
 migrations = Migrations("firstline.inbox")
@@ -79,7 +78,7 @@ FROM tickets t
 class InboxStore(Store):
     """The queue, search and earlier tickets for one staff member, and the read markers."""
 
-    def __init__(self, path: Path | str) -> None:
+    def __init__(self, path: Target) -> None:
         super().__init__(path, migrations)
 
     def queue(self, staff: str, view: str = "open", query: str = "", limit: int = MAX_ROWS) -> list[InboxRow]:
@@ -99,13 +98,14 @@ class InboxStore(Store):
         query = (query or "").strip()
         if query:
             params["q"] = "%" + _escape_like(query) + "%"
+            like = "ILIKE" if self.postgres else "LIKE"  # SQLite's LIKE ignores ASCII case, PostgreSQL's does not
             where.append(
-                "(t.id LIKE :q ESCAPE '\\' OR t.reason LIKE :q ESCAPE '\\' OR t.summary LIKE :q ESCAPE '\\' "
-                "OR t.email LIKE :q ESCAPE '\\' "
+                f"(t.id {like} :q ESCAPE '\\' OR t.reason {like} :q ESCAPE '\\' OR t.summary {like} :q ESCAPE '\\' "
+                f"OR t.email {like} :q ESCAPE '\\' "
                 "OR EXISTS (SELECT 1 FROM messages m WHERE m.conversation_id = t.conversation_id "
-                "AND m.content LIKE :q ESCAPE '\\') "
+                f"AND m.content {like} :q ESCAPE '\\') "
                 "OR EXISTS (SELECT 1 FROM ticket_events e WHERE e.ticket_id = t.id AND e.kind = 'note' "
-                "AND e.body LIKE :q ESCAPE '\\'))"
+                f"AND e.body {like} :q ESCAPE '\\'))"
             )
         order = "t.created_at" if view in ("open", "mine") and not query else "t.created_at DESC"
         sql = _SELECT + (" WHERE " + " AND ".join(where) if where else "") + f" ORDER BY {order} LIMIT :limit"

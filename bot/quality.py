@@ -335,15 +335,13 @@ def summarize_checks(
 def kb_vocabulary(kb: Any) -> frozenset[str]:
     """The knowledge base's own words (article and FAQ texts and titles), for the well-formedness check.
 
-    Read straight from the knowledge tables and cached per index state, like the search lexicon.
+    Asked of the knowledge base (which owns its tables) and cached per index state, like the search lexicon.
     """
-    with kb.read() as db:
-        key = tuple(db.execute("SELECT max(id), count(*) FROM kb_chunks").fetchone())
-        cached = _VOCAB.get(str(kb.path))
-        if cached is not None and cached[0] == key:
-            return cached[1]
-        texts = [r[0] for r in db.execute("SELECT text FROM kb_chunks UNION ALL SELECT title FROM kb_documents")]
-    vocab = vocabulary(texts)
+    key = kb.index_state()
+    cached = _VOCAB.get(str(kb.path))
+    if cached is not None and cached[0] == key:
+        return cached[1]
+    vocab = vocabulary(kb.texts())
     _VOCAB[str(kb.path)] = (key, vocab)
     return vocab
 

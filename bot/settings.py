@@ -23,7 +23,16 @@ class BotSettings(BaseSettings):
 
     data_dir: Path = Field(
         default_factory=default_data_dir,
-        description="Directory holding the SQLite database (firstline.db) and other state.",
+        description="Directory holding the SQLite database (firstline.db), the knowledge-base index and other state.",
+    )
+    database_url: str | None = Field(
+        None,
+        description=(
+            "The shared store of conversations, tickets, ledger, logins, budgets and pricing history: "
+            "sqlite:///relative/path or sqlite:////absolute/path (default: DATA_DIR/firstline.db) or "
+            "postgresql://user:password@host:port/database for several web processes or hosts. The knowledge-base "
+            "index stays in DATA_DIR/firstline.db on every host."
+        ),
     )
     company_name: str = Field("Lumenet", description="Company name used in the bot's system prompt.")
     default_language: str = Field("en", pattern="^(en|de)$", description="Language when it cannot be detected.")
@@ -91,4 +100,10 @@ class BotSettings(BaseSettings):
 
     @property
     def database_path(self) -> Path:
+        """The data directory's SQLite file: the knowledge-base index, and the store unless database_url says else."""
         return self.data_dir / "firstline.db"
+
+    @property
+    def database(self) -> Path | str:
+        """Where the stores live: FIRSTLINE_DATABASE_URL, else the data directory's SQLite file."""
+        return self.database_url or self.database_path

@@ -6,7 +6,7 @@ A good staff answer becomes a pending suggestion (question + answer + language);
 
 from __future__ import annotations
 
-from pathlib import Path
+from collections.abc import Sequence
 from typing import Any
 
 from sqlite_utils import Database
@@ -14,7 +14,7 @@ from sqlite_utils.migrations import Migrations
 
 from bot.errors import BotError
 from bot.kb.search import KnowledgeBase
-from usage.db import Store
+from usage.db import DB, Store, Target, count_in, each_in
 from usage.ledger import iso, utcnow
 
 migrations = Migrations("firstline.suggestions")
@@ -49,7 +49,7 @@ def m001_suggestions(db: Database) -> None:
 class SuggestionStore(Store):
     """Pending, approved and rejected FAQ suggestions."""
 
-    def __init__(self, path: Path | str, knowledge: KnowledgeBase) -> None:
+    def __init__(self, path: Target, knowledge: KnowledgeBase | None) -> None:
         super().__init__(path, migrations)
         self.knowledge = knowledge
 
@@ -81,9 +81,11 @@ class SuggestionStore(Store):
 
     def approve(self, suggestion_id: int, reviewer: str) -> str:
         """Add the suggestion to the knowledge base as a FAQ entry; returns its KB path."""
-        row = self._pending(suggestion_id)
-        source = self.knowledge.add_faq(row["question"], row["answer"], row["lang"], origin="staff")
-        with self.write() as db:
+        with self.write() as db:  # two reviewers at once: the second finds it approved
+            row = self._pending(suggestion_id, db)
+            if self.knowledge is None:
+                raise SuggestionError("this store was opened without the knowledge base; it cannot approve")
+            source = self.knowledge.add_faq(row["question"], row["answer"], row["lang"], origin="staff")
             db.table("faq_suggestions").update(
                 suggestion_id,
                 {
@@ -96,15 +98,25 @@ class SuggestionStore(Store):
         return source.path
 
     def reject(self, suggestion_id: int, reviewer: str) -> None:
-        self._pending(suggestion_id)
         with self.write() as db:
+            self._pending(suggestion_id, db)
             db.table("faq_suggestions").update(
                 suggestion_id, {"status": "rejected", "reviewed_by": reviewer, "reviewed_at": iso(utcnow())}
             )
 
-    def _pending(self, suggestion_id: int) -> dict[str, Any]:
+    def linked_to(self, ticket_ids: Sequence[str]) -> int:
+        """How many suggestions came from these tickets."""
         with self.read() as db:
-            rows = list(db.query("SELECT * FROM faq_suggestions WHERE id = ?", [suggestion_id]))
+            return count_in(db, "SELECT count(*) FROM faq_suggestions WHERE ticket_id IN ({ids})", ticket_ids)
+
+    def unlink(self, ticket_ids: Sequence[str]) -> None:
+        """Forget which (deleted) tickets suggestions came from; their reviewed text stays."""
+        with self.write() as db:
+            list(each_in(db, "UPDATE faq_suggestions SET ticket_id = NULL WHERE ticket_id IN ({ids})", ticket_ids))
+
+    def _pending(self, suggestion_id: int, db: DB) -> dict[str, Any]:
+        """The suggestion, locked until the transaction ends; it must still be pending."""
+        rows = list(db.query(f"SELECT * FROM faq_suggestions WHERE id = ?{db.for_update}", [suggestion_id]))
         if not rows:
             raise SuggestionError(f"unknown suggestion {suggestion_id}")
         if rows[0]["status"] != "pending":

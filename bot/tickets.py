@@ -12,8 +12,8 @@ from __future__ import annotations
 import builtins
 import json
 import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from sqlite_utils import Database
@@ -23,7 +23,7 @@ from bot import escalation, prompts
 from bot.conversation_store import ConversationStore
 from bot.errors import BotError
 from bot.types import Message, Source
-from usage.db import Store
+from usage.db import DB, Store, Target, count_in, each_in
 from usage.ledger import iso, parse_iso, utcnow
 
 migrations = Migrations("firstline.tickets")
@@ -193,7 +193,7 @@ def _clip(text: str, n: int) -> str:
 class TicketStore(Store):
     """Tickets and their events; conversation messages go through the shared ConversationStore tables."""
 
-    def __init__(self, path: Path | str, conversations: ConversationStore | None = None) -> None:
+    def __init__(self, path: Target, conversations: ConversationStore | None = None) -> None:
         self.conversations = conversations or ConversationStore(path)
         super().__init__(path, migrations)
 
@@ -212,6 +212,8 @@ class TicketStore(Store):
         """Escalate: the ticket, its first event, the hand-over and the customer notice in one transaction."""
         now = iso(utcnow())
         with self.write() as db:
+            # two processes escalating the same conversation at once: the second waits here, then finds the first's
+            self.conversations.lock(conversation_id)
             active = self._active_row(db, conversation_id)
             if active is not None:
                 return Ticket.from_row(active)
@@ -233,10 +235,7 @@ class TicketStore(Store):
                 }
             )
             self._event(db, tid, "opened", "bot", reason)
-            db.execute(
-                "UPDATE conversations SET status = 'human', updated_at = ? WHERE id = ?",
-                [now, conversation_id],
-            )
+            self.conversations.set_fields(conversation_id, status="human")  # joins this transaction
             if notice:
                 self.conversations.add_message(conversation_id, "assistant", notice, lang=lang, route="human")
             row = self._row(db, tid)
@@ -246,7 +245,7 @@ class TicketStore(Store):
     def claim(self, ticket_id: str, staff: str) -> Ticket:
         """Take ownership of an open ticket."""
         with self.write() as db:
-            row = self._row(db, ticket_id)
+            row = self._row(db, ticket_id, lock=True)
             if row["status"] == "resolved":
                 raise TicketError(f"ticket {ticket_id} is resolved; reopen it first")
             if row["status"] == "claimed" and row["claimed_by"] != staff:
@@ -258,7 +257,7 @@ class TicketStore(Store):
         """A staff reply: shown in the customer's chat. Claims the ticket if nobody has."""
         text = _require_text(text)
         with self.write() as db:
-            row = self._row(db, ticket_id)
+            row = self._row(db, ticket_id, lock=True)
             if row["status"] == "resolved":
                 raise TicketError(f"ticket {ticket_id} is resolved; reopen it to reply")
             if row["status"] == "claimed" and row["claimed_by"] != staff:
@@ -287,29 +286,26 @@ class TicketStore(Store):
         """An internal note: never shown to the customer."""
         text = _require_text(text)
         with self.write() as db:
-            self._row(db, ticket_id)
+            self._row(db, ticket_id, lock=True)
             self._event(db, ticket_id, "note", staff, text)
 
     def resolve(self, ticket_id: str, staff: str, notice: str | None = None) -> None:
         """Close the ticket and hand the conversation back to the bot (telling the customer)."""
         with self.write() as db:
-            row = self._row(db, ticket_id)
+            row = self._row(db, ticket_id, lock=True)
             if row["status"] == "resolved":
                 raise TicketError(f"ticket {ticket_id} is already resolved")
             now = iso(utcnow())
             db.table("tickets").update(ticket_id, {"status": "resolved", "resolved_at": now, "updated_at": now})
             self._event(db, ticket_id, "resolved", staff, None)
-            db.execute(
-                "UPDATE conversations SET status = 'bot', updated_at = ? WHERE id = ?",
-                [now, row["conversation_id"]],
-            )
+            self.conversations.set_fields(row["conversation_id"], status="bot")  # joins this transaction
             if notice:
                 self.conversations.add_message(row["conversation_id"], "system", notice, lang=row["lang"])
 
     def reopen(self, ticket_id: str, staff: str) -> None:
         """Reopen a resolved ticket (the conversation goes back to staff)."""
         with self.write() as db:
-            row = self._row(db, ticket_id)
+            row = self._row(db, ticket_id, lock=True)
             if row["status"] != "resolved":
                 raise TicketError(f"ticket {ticket_id} is not resolved")
             if self._active_row(db, row["conversation_id"]) is not None:
@@ -319,16 +315,13 @@ class TicketStore(Store):
                 ticket_id, {"status": "open", "resolved_at": None, "claimed_by": None, "updated_at": now}
             )
             self._event(db, ticket_id, "reopened", staff, None)
-            db.execute(
-                "UPDATE conversations SET status = 'human', updated_at = ? WHERE id = ?",
-                [now, row["conversation_id"]],
-            )
+            self.conversations.set_fields(row["conversation_id"], status="human")  # joins this transaction
 
     # -- customer side -----------------------------------------------------------------------------
     def customer_message(self, conversation_id: str, text: str, lang: str) -> Ticket:
         """A customer message while a human owns the conversation: goes to the ticket, not the bot."""
         with self.write() as db:
-            row = self._active_row(db, conversation_id)
+            row = self._active_row(db, conversation_id, lock=True)
             if row is None:
                 raise TicketError("no active ticket for this conversation")
             history = self.conversations.messages(conversation_id)
@@ -343,7 +336,7 @@ class TicketStore(Store):
     def notify_unclaimed(self, conversation_id: str, after_s: float, notice: str) -> bool:
         """If the active ticket has waited unclaimed longer than `after_s`, tell the customer once."""
         with self.write() as db:
-            row = self._active_row(db, conversation_id)
+            row = self._active_row(db, conversation_id, lock=True)
             if row is None or row["status"] != "open":
                 return False
             if (utcnow() - parse_iso(row["created_at"])).total_seconds() < after_s:
@@ -360,7 +353,7 @@ class TicketStore(Store):
     def set_email(self, conversation_id: str, email: str) -> None:
         """Record the address the customer wants the answer sent to."""
         with self.write() as db:
-            row = self._active_row(db, conversation_id)
+            row = self._active_row(db, conversation_id, lock=True)
             if row is None:
                 raise TicketError("no active ticket for this conversation")
             db.table("tickets").update(row["id"], {"email": email, "updated_at": iso(utcnow())})
@@ -413,7 +406,9 @@ class TicketStore(Store):
     def latest_for(self, conversation_id: str) -> Ticket | None:
         """The conversation's newest ticket, whatever its status."""
         with self.read() as db:
-            rows = list(db.query("SELECT * FROM tickets WHERE conversation_id = ? ORDER BY created_at DESC, rowid DESC "
+            # ties (same instant) by the ticket's first event, written with it: insertion order on both stores
+            rows = list(db.query("SELECT * FROM tickets WHERE conversation_id = ? ORDER BY created_at DESC, "
+                                 "(SELECT min(e.id) FROM ticket_events e WHERE e.ticket_id = tickets.id) DESC "
                                  "LIMIT 1", [conversation_id]))  # fmt: skip
         return Ticket.from_row(rows[0]) if rows else None
 
@@ -441,20 +436,78 @@ class TicketStore(Store):
         with self.read() as db:
             return list(db.query("SELECT * FROM ticket_events WHERE ticket_id = ? ORDER BY id", [ticket_id]))
 
+    # -- retention (bot/housekeeping.py) ---------------------------------------------------------
+    def conversations_with_active_tickets(self) -> set[str]:
+        """Conversations whose ticket is open or claimed: kept whatever their age."""
+        with self.read() as db:
+            return {r[0] for r in db.execute("SELECT conversation_id FROM tickets WHERE status != 'resolved'")}
+
+    def resolved_before(self, cutoff: str) -> builtins.list[tuple[str, str]]:
+        """(ticket id, conversation id) of resolved tickets without activity since `cutoff`."""
+        with self.read() as db:
+            sql = (
+                "SELECT id, conversation_id FROM tickets WHERE status = 'resolved' "
+                "AND coalesce(updated_at, created_at) < ?"
+            )
+            return [(r[0], r[1]) for r in db.execute(sql, [cutoff]).fetchall()]
+
+    def of_conversations(self, conversation_ids: Sequence[str]) -> builtins.list[str]:
+        """Ids of the tickets of these conversations."""
+        with self.read() as db:
+            cursors = each_in(db, "SELECT id FROM tickets WHERE conversation_id IN ({ids})", conversation_ids)
+            return [r[0] for cur in cursors for r in cur.fetchall()]
+
+    def count_events(self, ticket_ids: Sequence[str]) -> int:
+        with self.read() as db:
+            return count_in(db, "SELECT count(*) FROM ticket_events WHERE ticket_id IN ({ids})", ticket_ids)
+
+    def delete(self, ticket_ids: Sequence[str]) -> None:
+        """Delete tickets and their events (FAQ suggestions must be unlinked first: SuggestionStore.unlink)."""
+        with self.write() as db:
+            list(each_in(db, "DELETE FROM ticket_events WHERE ticket_id IN ({ids})", ticket_ids))
+            list(each_in(db, "DELETE FROM tickets WHERE id IN ({ids})", ticket_ids))
+
+    # -- reports (usage/reports.py reads tickets only through these, via bot.outcomes) ---------------------
+    def ticket_states(self) -> dict[str, bool]:
+        """Every conversation that has a ticket: True when one of its tickets is resolved."""
+        with self.read() as db:
+            sql = "SELECT conversation_id, max(CASE WHEN status = 'resolved' THEN 1 ELSE 0 END) FROM tickets GROUP BY 1"
+            return {r[0]: bool(r[1]) for r in db.execute(sql).fetchall()}
+
+    def staff_intervals(self, since: str, until: str) -> builtins.list[tuple[str, str, str]]:
+        """(ticket id, kind, at) of claimed/unclaimed/resolved events of tickets whose handling ended
+        (resolved or unclaimed) in [since, until), in order."""
+        with self.read() as db:
+            return [
+                (r[0], r[1], r[2])
+                for r in db.execute(
+                    "SELECT ticket_id, kind, created_at FROM ticket_events WHERE ticket_id IN (SELECT DISTINCT "
+                    "ticket_id FROM ticket_events WHERE kind IN ('resolved', 'unclaimed') AND created_at >= ? "
+                    "AND created_at < ?) AND kind IN ('claimed', 'unclaimed', 'resolved') ORDER BY ticket_id, id",
+                    [since, until],
+                ).fetchall()
+            ]
+
     # -- helpers -----------------------------------------------------------------------------------
-    def _row(self, db: Database, ticket_id: str) -> dict[str, Any]:
-        rows = list(db.query("SELECT * FROM tickets WHERE id = ?", [ticket_id]))
+    def _row(self, db: DB, ticket_id: str, *, lock: bool = False) -> dict[str, Any]:
+        """The ticket's row; with `lock`, held until the transaction ends (two staff clicking at once on
+        different processes: the second sees the first's claim)."""
+        rows = list(db.query(f"SELECT * FROM tickets WHERE id = ?{db.for_update if lock else ''}", [ticket_id]))
         if not rows:
             raise TicketError(f"unknown ticket {ticket_id!r}")
         return rows[0]
 
-    def _active_row(self, db: Database, conversation_id: str) -> dict[str, Any] | None:
+    def _active_row(self, db: DB, conversation_id: str, *, lock: bool = False) -> dict[str, Any] | None:
         rows = list(
-            db.query("SELECT * FROM tickets WHERE conversation_id = ? AND status != 'resolved'", [conversation_id])
+            db.query(
+                "SELECT * FROM tickets WHERE conversation_id = ? AND status != 'resolved'"
+                + (db.for_update if lock else ""),
+                [conversation_id],
+            )
         )
         return rows[0] if rows else None
 
-    def _event(self, db: Database, ticket_id: str, kind: str, actor: str, body: str | None) -> None:
+    def _event(self, db: DB, ticket_id: str, kind: str, actor: str, body: str | None) -> None:
         assert kind in EVENT_KINDS, kind
         db.table("ticket_events").insert(
             {"ticket_id": ticket_id, "kind": kind, "actor": actor, "body": body, "created_at": iso(utcnow())}

@@ -1,4 +1,10 @@
-"""Shared fixtures: a temporary data directory per test, the fake and the real model, a live server."""
+"""Shared fixtures: a temporary data directory per test, the fake and the real model, a live server.
+
+Stores: a test marked `@pytest.mark.stores` runs twice, on SQLite (the data directory's file) and on
+PostgreSQL (a fresh schema of the database FIRSTLINE_TEST_DATABASE_URL names, which `make test` starts with
+scripts/postgres.sh). `FIRSTLINE_DATABASE_URL` is set for it, so servers and CLI commands it starts use the
+same store; the `database` fixture is the target to hand to stores, `db_rows` reads rows on either.
+"""
 
 from __future__ import annotations
 
@@ -8,8 +14,10 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+import uuid
+from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -33,13 +41,115 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
         report.longrepr = f"skipped in CI (every tier must run): {report.longrepr}"
 
 
+PG_URL = os.environ.get("FIRSTLINE_TEST_DATABASE_URL", "")
+STORES = ("sqlite", "postgresql")
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """`@pytest.mark.stores`: run the test on SQLite and on PostgreSQL."""
+    explicit = any("store_kind" in str(m.args[0]) for m in metafunc.definition.iter_markers("parametrize"))
+    if metafunc.definition.get_closest_marker("stores") and "store_kind" in metafunc.fixturenames and not explicit:
+        metafunc.parametrize("store_kind", STORES, indirect=True)
+
+
+@pytest.fixture
+def store_kind(request: pytest.FixtureRequest) -> str:
+    return str(getattr(request, "param", "sqlite"))
+
+
 @pytest.fixture(autouse=True)
-def data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """Each test gets its own FIRSTLINE_DATA_DIR."""
+def data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, store_kind: str) -> Iterator[Path]:
+    """Each test gets its own FIRSTLINE_DATA_DIR (and on PostgreSQL its own schema)."""
     path = tmp_path / "data"
     path.mkdir()
     monkeypatch.setenv("FIRSTLINE_DATA_DIR", str(path))
-    return path
+    monkeypatch.delenv("FIRSTLINE_DATABASE_URL", raising=False)
+    if store_kind != "postgresql":
+        yield path
+        return
+    if not PG_URL:
+        pytest.skip(
+            "PostgreSQL is not set up: FIRSTLINE_TEST_DATABASE_URL is empty (make test runs scripts/postgres.sh)"
+        )
+    url = pg_schema_url(f"t_{uuid.uuid4().hex[:16]}")
+    monkeypatch.setenv("FIRSTLINE_DATABASE_URL", url)
+    try:
+        yield path
+    finally:
+        drop_pg_schema(url)
+
+
+def pg_schema_url(schema: str) -> str:
+    """A URL of the test database whose connections all work in a new schema of their own."""
+    import psycopg
+
+    with psycopg.connect(PG_URL, autocommit=True) as conn:
+        conn.execute(f"CREATE SCHEMA {schema}")
+    return f"{PG_URL}{'&' if '?' in PG_URL else '?'}options=-csearch_path%3D{schema}"
+
+
+def drop_pg_schema(url: str) -> None:
+    import psycopg
+
+    from usage.db import close_all
+
+    close_all(url)
+    schema = url.rsplit("%3D", 1)[1]
+    with psycopg.connect(PG_URL, autocommit=True) as conn:
+        conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+
+
+def store_target(data_dir: Path) -> Path | str:
+    """The test's store: the data directory's SQLite file, or the PostgreSQL URL of its schema."""
+    return os.environ.get("FIRSTLINE_DATABASE_URL") or data_dir / "firstline.db"
+
+
+@pytest.fixture
+def database(data_dir: Path) -> Path | str:
+    """The test's store (see store_target)."""
+    return store_target(data_dir)
+
+
+def open_db(target: Path | str) -> Any:
+    """A connection to either store with sqlite-utils' API (autocommit; close it when done)."""
+    from usage.db import connect
+
+    return connect(target)
+
+
+def rows_planted(target: Path | str) -> None:
+    """After a test wrote ledger rows directly (as the ledger would have finished them): on PostgreSQL the
+    ledger's daily rollup is maintained by `Ledger.finish`, so rebuild it from the planted rows."""
+    from usage.ledger import rebuild_rollup
+
+    db = open_db(target)
+    try:
+        if db.dialect == "postgresql":
+            rebuild_rollup(db)
+    finally:
+        db.close()
+
+
+def db_rows(target: Path | str, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+    """Rows of a query on either store, as tuples (a connection of its own, closed at once)."""
+    from usage.db import connect
+
+    db = connect(target)
+    try:
+        return [tuple(r) for r in db.execute(sql, list(params)).fetchall()]
+    finally:
+        db.close()
+
+
+def db_execute(target: Path | str, sql: str, params: Sequence[Any] = ()) -> None:
+    """One statement on either store, committed (to plant rows the way another process would)."""
+    from usage.db import connect
+
+    db = connect(target)  # both in autocommit mode: the statement commits by itself
+    try:
+        db.execute(sql, list(params))
+    finally:
+        db.close()
 
 
 @pytest.fixture
@@ -94,7 +204,9 @@ def child_pids(pid: int) -> list[int]:
 class LiveServer:
     """`firstline serve` in a subprocess on a free port."""
 
-    def __init__(self, data_dir: Path, backend: str = "llama", env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, data_dir: Path, backend: str = "llama", env: dict[str, str] | None = None, name: str = "server"
+    ) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.data_dir = data_dir
@@ -106,7 +218,7 @@ class LiveServer:
             "FIRSTLINE_MAX_TOKENS": "40",
             **(env or {}),
         }
-        self.log = data_dir / "server.log"
+        self.log = data_dir / f"{name}.log"
         self._fh = self.log.open("w")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "ui.cli", "serve", "--port", str(self.port)],

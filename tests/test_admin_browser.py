@@ -181,7 +181,9 @@ def fake_services(data_dir: Path) -> Any:
 
     from models.fake import ScriptedChatModel
 
-    settings = SimpleNamespace(data_dir=data_dir, database_path=data_dir / "firstline.db")
+    settings = SimpleNamespace(
+        data_dir=data_dir, database_path=data_dir / "firstline.db", database=data_dir / "firstline.db"
+    )
     return SimpleNamespace(bot_settings=settings, model=ScriptedChatModel(), users=None)
 
 

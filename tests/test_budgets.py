@@ -7,7 +7,7 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
-from sqlite_utils import Database
+from conftest import open_db, rows_planted, store_target
 
 from usage.budgets import BudgetGuard, Step, step_for
 from usage.ledger import Ledger, iso, utcnow
@@ -16,6 +16,8 @@ from usage.profiles import Budget, ProfileBook, Thresholds, default_book
 
 NOW = datetime(2025, 3, 10, 12, 0, tzinfo=UTC)
 NAME = DEFAULT_PROFILE.name
+
+pytestmark = pytest.mark.stores
 
 
 def book_with(budget: Budget, thresholds: Thresholds | None = None) -> ProfileBook:
@@ -35,18 +37,19 @@ def add_requests(db: Path, n: int, when: datetime, start: int = 0) -> None:
          "latency_s": 3.2, "cost_micros": 112_000, "owner": "t"}
         for i in range(n)
     ]  # fmt: skip
-    Database(db).table("requests").insert_all(rows)
+    open_db(db).table("requests").insert_all(rows)
+    rows_planted(db)
 
 
 @pytest.fixture
 def db(data_dir: Path) -> Path:
-    path = data_dir / "firstline.db"
+    path = store_target(data_dir)
     Ledger(path, heartbeat=False).close()
     return path
 
 
 def events(db: Path) -> list[tuple[str, str, str]]:
-    return [(r["period"], r["step"], r["limit"]) for r in Database(db).query("SELECT * FROM budget_events ORDER BY id")]
+    return [(r["period"], r["step"], r["limit"]) for r in open_db(db).query("SELECT * FROM budget_events ORDER BY id")]
 
 
 def test_steps_follow_the_share_of_the_daily_budget_and_each_change_is_recorded(db: Path) -> None:
@@ -67,7 +70,7 @@ def test_steps_follow_the_share_of_the_daily_budget_and_each_change_is_recorded(
         ("day", "faq_only"),
         ("day", "escalate"),
     ]
-    row = next(iter(Database(db).query("SELECT * FROM budget_events ORDER BY id DESC LIMIT 1")))
+    row = next(iter(open_db(db).query("SELECT * FROM budget_events ORDER BY id DESC LIMIT 1")))
     assert row["spent"] == "1.344" and row["limit"] == "1.00" and row["at"] == iso(NOW)
     assert row["period_start"] == iso(NOW.replace(hour=0))
     again = BudgetGuard(db, guard.book)  # another process: knows the step is already recorded

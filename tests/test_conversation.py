@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import sqlite3
 import uuid
 from pathlib import Path
 
 import pytest
+from conftest import db_rows as rows_of
+from conftest import store_target
 
 from bot.conversation import Bot
 from bot.conversation_store import ConversationStore
@@ -16,18 +17,16 @@ from bot.types import Delta, Reply
 from models.fake import ScriptedChatModel
 from usage.ledger import Ledger
 
+pytestmark = pytest.mark.stores
+
 
 def make_bot(data_dir: Path, model: ScriptedChatModel, **kw: object) -> Bot:
-    db = data_dir / "firstline.db"
+    db = store_target(data_dir)
     return Bot(model=model, store=ConversationStore(db), ledger=Ledger(db, heartbeat=False), **kw)  # type: ignore[arg-type]
 
 
 def db_rows(data_dir: Path, sql: str, params: tuple[object, ...] = ()) -> list[tuple[object, ...]]:
-    conn = sqlite3.connect(data_dir / "firstline.db")
-    try:
-        return conn.execute(sql, params).fetchall()
-    finally:
-        conn.close()
+    return rows_of(store_target(data_dir), sql, params)
 
 
 def test_message_and_answer_are_stored_with_a_completed_ledger_row(data_dir: Path) -> None:

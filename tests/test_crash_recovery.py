@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
@@ -25,35 +24,37 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import LiveServer
+from conftest import LiveServer, db_execute, db_rows, store_target
 from gradio_client import Client
 from gradio_client.utils import Status
 
 from usage.ledger import Ledger, iso, utcnow
 
+pytestmark = pytest.mark.stores
 STRESS = os.environ.get("FIRSTLINE_STRESS", "") not in ("", "0")
 ROUNDS = int(os.environ.get("FIRSTLINE_KILL_ROUNDS", "20" if STRESS else "5"))
 
 
-def _plant_started_row(db: Path, owner: str, pid: int, heartbeat_age_s: float = 0.5) -> None:
+def _plant_started_row(
+    db: Path | str, owner: str, pid: int, heartbeat_age_s: float = 0.5, host: str | None = None
+) -> None:
     now = utcnow()
-    conn = sqlite3.connect(db)
-    with conn:
-        conn.execute(
-            "INSERT INTO instances (owner, host, pid, started_at, heartbeat_at) VALUES (?, ?, ?, ?, ?)",
-            [owner, os.uname().nodename, pid, iso(now - timedelta(seconds=5)),
-             iso(now - timedelta(seconds=heartbeat_age_s))],
-        )  # fmt: skip
-        conn.execute(
-            "INSERT INTO requests (request_id, conversation_id, route, status, started_at, owner) "
-            "VALUES (?, 'c', 'model', 'started', ?, ?)",
-            [f"r-{owner}", iso(now - timedelta(seconds=3)), owner],
-        )
-    conn.close()
+    db_execute(
+        db,
+        "INSERT INTO instances (owner, host, pid, started_at, heartbeat_at) VALUES (?, ?, ?, ?, ?)",
+        [owner, host or os.uname().nodename, pid, iso(now - timedelta(seconds=5)),
+         iso(now - timedelta(seconds=heartbeat_age_s))],
+    )  # fmt: skip
+    db_execute(
+        db,
+        "INSERT INTO requests (request_id, conversation_id, route, status, started_at, owner) "
+        "VALUES (?, 'c', 'model', 'started', ?, ?)",
+        [f"r-{owner}", iso(now - timedelta(seconds=3)), owner],
+    )
 
 
 def test_rows_of_a_killed_but_unreaped_process_are_recovered(data_dir: Path) -> None:
-    db = data_dir / "firstline.db"
+    db = store_target(data_dir)
     Ledger(db, heartbeat=False).close()
     child = subprocess.Popen([sys.executable, "-c", "pass"])
     deadline = time.time() + 10
@@ -73,25 +74,19 @@ def test_rows_of_a_killed_but_unreaped_process_are_recovered(data_dir: Path) -> 
 
 def test_rows_of_an_earlier_process_with_the_same_pid_are_recovered(data_dir: Path) -> None:
     """A container restarted within seconds: the new server has the old one's pid and hostname."""
-    db = data_dir / "firstline.db"
+    db = store_target(data_dir)
     Ledger(db, heartbeat=False).close()
-    conn = sqlite3.connect(db)
-    with conn:  # the earlier process registered before this one was started
-        conn.execute("DELETE FROM instances")
-    conn.close()
+    db_execute(db, "DELETE FROM instances")  # the earlier process registered before this one was started
     _plant_started_row(db, "earlier-me", os.getpid())
-    conn = sqlite3.connect(db)
-    with conn:
-        long_ago = iso(utcnow() - timedelta(days=3650))  # certainly before this test process started
-        conn.execute("UPDATE instances SET started_at = ? WHERE owner = 'earlier-me'", [long_ago])
-    conn.close()
+    long_ago = iso(utcnow() - timedelta(days=3650))  # certainly before this test process started
+    db_execute(db, "UPDATE instances SET started_at = ? WHERE owner = 'earlier-me'", [long_ago])
     ledger = Ledger(db, heartbeat=False)
     assert ledger.get("r-earlier-me")["status"] == "interrupted"  # type: ignore[index]
     ledger.close()
 
 
 def test_rows_of_a_live_ledger_in_this_process_are_kept(data_dir: Path) -> None:
-    db = data_dir / "firstline.db"
+    db = store_target(data_dir)
     a = Ledger(db)
     rid = a.start(conversation_id="c", route="model")
     b = Ledger(db, heartbeat=False)
@@ -113,18 +108,15 @@ def _last_assistant(outputs: list[Any]) -> str:
     return ""
 
 
-def _in_progress(db: Path, token: str) -> bool:
+def _in_progress(db: Path | str, token: str) -> bool:
     """The request's ledger row is written (`started`): the server is working on it."""
-    conn = sqlite3.connect(db)
-    try:
-        row = conn.execute(
-            "SELECT count(*) FROM requests WHERE status = 'started' AND conversation_id IN "
-            "(SELECT conversation_id FROM messages WHERE role = 'user' AND content LIKE ?)",
-            [f"%ref {token}%"],
-        ).fetchone()
-        return bool(row[0])
-    finally:
-        conn.close()
+    [(count,)] = db_rows(
+        db,
+        "SELECT count(*) FROM requests WHERE status = 'started' AND conversation_id IN "
+        "(SELECT conversation_id FROM messages WHERE role = 'user' AND content LIKE ?)",
+        [f"%ref {token}%"],
+    )
+    return bool(count)
 
 
 @pytest.mark.real_model
@@ -156,13 +148,13 @@ def test_kill_9_during_generation_loses_and_duplicates_nothing(data_dir: Path) -
                 if job.done():
                     break
                 # on a machine busy with other work prefill can take long: mid-request is enough then
-                if time.time() > deadline - 90 and _in_progress(data_dir / "firstline.db", token):
+                if time.time() > deadline - 90 and _in_progress(store_target(data_dir), token):
                     break
                 time.sleep(0.05)
             if job.done():  # it finished before we could kill it: a completed request then
                 completed.append(token)
             else:
-                assert _in_progress(data_dir / "firstline.db", token)
+                assert _in_progress(store_target(data_dir), token)
                 killed.append(token)
             server.proc.send_signal(signal.SIGKILL)
             server.proc.wait(timeout=30)
@@ -172,31 +164,31 @@ def test_kill_9_during_generation_loses_and_duplicates_nothing(data_dir: Path) -
             else:
                 server._fh.close()
     assert len(killed) >= max(1, ROUNDS - 1), "generation was never interrupted: raise FIRSTLINE_MAX_TOKENS"
-    db = data_dir / "firstline.db"
+    db = store_target(data_dir)
     Ledger(db, heartbeat=False).close()  # the next start: recovery of the last round's rows
-    conn = sqlite3.connect(db)
-    try:
-        assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    if isinstance(db, Path):
+        assert db_rows(db, "PRAGMA integrity_check") == [("ok",)]
 
-        def rows_for(token: str) -> list[tuple[str, str]]:
-            return conn.execute(
+    def rows_for(token: str) -> list[tuple[str, str]]:
+        return [
+            (r[0], r[1])
+            for r in db_rows(
+                db,
                 "SELECT r.status, r.route FROM requests r WHERE r.conversation_id IN "
                 "(SELECT conversation_id FROM messages WHERE role = 'user' AND content LIKE ?)",
                 [f"%ref {token}%"],
-            ).fetchall()
+            )
+        ]
 
-        for token in completed:
-            rows = rows_for(token)
-            assert len([r for r in rows if r[0] == "completed"]) == 1, (token, rows)
-            assert all(r[0] in ("completed",) for r in rows), (token, rows)
-        for token in killed:
-            rows = rows_for(token)
-            assert [r[0] for r in rows] == ["interrupted"], (token, rows)
-        assert conn.execute("SELECT count(*) FROM requests WHERE status = 'started'").fetchone()[0] == 0
-        total = conn.execute("SELECT count(*) FROM requests").fetchone()[0]
-        assert total == len(completed) + len(killed)  # nothing lost, nothing duplicated
-        owners = conn.execute("SELECT count(*) FROM instances").fetchone()[0]
-        assert owners == ROUNDS + 1
-    finally:
-        conn.close()
+    for token in completed:
+        rows = rows_for(token)
+        assert len([r for r in rows if r[0] == "completed"]) == 1, (token, rows)
+        assert all(r[0] in ("completed",) for r in rows), (token, rows)
+    for token in killed:
+        rows = rows_for(token)
+        assert [r[0] for r in rows] == ["interrupted"], (token, rows)
+    assert db_rows(db, "SELECT count(*) FROM requests WHERE status = 'started'") == [(0,)]
+    [(total,)] = db_rows(db, "SELECT count(*) FROM requests")
+    assert total == len(completed) + len(killed)  # nothing lost, nothing duplicated
+    assert db_rows(db, "SELECT count(*) FROM instances") == [(ROUNDS + 1,)]
     print(f"\nkill -9 rounds: {ROUNDS}, completed requests: {len(completed)}, interrupted: {len(killed)}")

@@ -274,3 +274,24 @@ def test_cli_reports_a_locked_database_in_one_line(data_dir: Path, monkeypatch: 
         holder.close()
     lines = [line for line in result.output.splitlines() if line.strip()]
     assert result.exit_code == 4 and len(lines) == 1 and "locked" in lines[0], result.output
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("postgresql://firstline:hunter2secret@127.0.0.1:1/firstline", "cannot reach PostgreSQL"),
+        ("mysql://firstline@127.0.0.1/firstline", "unsupported database URL"),
+    ],
+)
+def test_an_unreachable_or_unknown_database_url_fails_in_one_line(url: str, expected: str, data_dir: Path) -> None:
+    """A wrong FIRSTLINE_DATABASE_URL: one line naming the problem at once, the password never shown."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "ui.cli", "tickets", "list"],
+        env={**os.environ, "FIRSTLINE_DATABASE_URL": url},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 4, proc.stderr
+    assert expected in proc.stderr and "hunter2secret" not in proc.stderr + proc.stdout
+    assert proc.stderr.strip().count("\n") == 0, proc.stderr

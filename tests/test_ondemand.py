@@ -10,7 +10,7 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
-from sqlite_utils import Database
+from conftest import open_db, store_target
 
 from models.errors import ModelUnavailableError
 from models.fake import ScriptedChatModel
@@ -39,6 +39,9 @@ class Events:
     def kinds(self) -> list[str]:
         with self.lock:
             return [k for k, _, _ in self.items]
+
+
+pytestmark = pytest.mark.stores
 
 
 def wait_for(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
@@ -119,7 +122,7 @@ def test_a_failing_event_callback_does_not_break_answering() -> None:
 
 
 def test_recorded_events_give_provisioned_time_idle_time_and_instance_hour_cost(data_dir: Path) -> None:
-    db = data_dir / "firstline.db"
+    db = store_target(data_dir)
     ledger = Ledger(db, heartbeat=False)
     recorder = ProvisioningRecorder(db, owner=ledger.owner, model_id="scripted-fake", device="CPU")
     began = utcnow()
@@ -128,16 +131,16 @@ def test_recorded_events_give_provisioned_time_idle_time_and_instance_hour_cost(
     rid = ledger.start(conversation_id="c", route="model")
     "".join(generation)
     ledger.finish(rid, measurement=Measurement(prefill_s=0.01, decode_s=0.02))
-    assert current_state(Database(db)) is not None  # loaded right now
+    assert current_state(open_db(db)) is not None  # loaded right now
     wait_for(lambda: not model.loaded)
     model.close()
-    rows = list(Database(db).query("SELECT kind, start, end, seconds FROM provisioning ORDER BY id"))
+    rows = list(open_db(db).query('SELECT kind, start, "end", seconds FROM provisioning ORDER BY id'))
     assert [r["kind"] for r in rows] == ["provisioned", "load"]
     provisioned = rows[0]
     assert provisioned["end"] is not None and provisioned["seconds"] >= 0.3
-    assert current_state(Database(db)) is None
+    assert current_state(open_db(db)) is None
     later = utcnow() + timedelta(seconds=1)
-    measured = provisioned_seconds(Database(db), began - timedelta(seconds=1), later, later)
+    measured = provisioned_seconds(open_db(db), began - timedelta(seconds=1), later, later)
     assert measured.source == "provisioning" and measured.seconds == pytest.approx(
         Decimal(str(provisioned["seconds"])), abs=Decimal("0.000002")
     )
@@ -155,30 +158,30 @@ def test_periods_left_open_by_a_dead_process_end_at_its_last_heartbeat(data_dir:
     from usage.db import Store
     from usage.provisioning import migrations
 
-    db = data_dir / "firstline.db"
+    db = store_target(data_dir)
     ledger = Ledger(db, heartbeat=False)
     Store(db, migrations).close()
     start = utcnow() - timedelta(hours=3)
-    Database(db).table("instances").insert(
+    open_db(db).table("instances").insert(
         {"owner": "dead", "host": "elsewhere", "pid": 1, "started_at": iso(start),
          "heartbeat_at": iso(start + timedelta(hours=1)), "stopped_at": None}
     )  # fmt: skip
-    Database(db).table("provisioning").insert({"owner": "dead", "kind": "provisioned", "start": iso(start)})
+    open_db(db).table("provisioning").insert({"owner": "dead", "kind": "provisioned", "start": iso(start)})
     now = utcnow()
-    measured = provisioned_seconds(Database(db), start - timedelta(hours=1), now, now)
+    measured = provisioned_seconds(open_db(db), start - timedelta(hours=1), now, now)
     assert measured.seconds == Decimal(3600)  # not three hours: the process stopped beating after one
     recorder = ProvisioningRecorder(db, owner=ledger.owner)
     assert recorder.recover() == 0  # already closed by the constructor
-    row = next(iter(Database(db).query("SELECT end, seconds FROM provisioning WHERE owner = 'dead'")))
+    row = next(iter(open_db(db).query("SELECT \"end\", seconds FROM provisioning WHERE owner = 'dead'")))
     assert row["end"] == iso(start + timedelta(hours=1)) and row["seconds"] == 3600
     recorder.close()
     ledger.close()
 
 
 def test_without_provisioning_records_process_lifetimes_stand_in(data_dir: Path) -> None:
-    db = data_dir / "firstline.db"
+    db = store_target(data_dir)
     ledger = Ledger(db, heartbeat=False)
     ledger.close()
     now = utcnow()
-    measured = provisioned_seconds(Database(db), now - timedelta(hours=1), now, now)
+    measured = provisioned_seconds(open_db(db), now - timedelta(hours=1), now, now)
     assert measured.source == "instances" and measured.seconds >= 0

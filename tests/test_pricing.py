@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import random
-import sqlite3
 from dataclasses import replace
 from decimal import Decimal
 from pathlib import Path
 
 import pytest
+from conftest import open_db, store_target
 
 from usage.ledger import Ledger, Measurement
 from usage.pricing import (
@@ -35,7 +35,7 @@ from usage.profiles import (
     pricing_path,
     profile_version,
 )
-from usage.reports import _MICRO_S
+from usage.reports import _sql
 
 
 def test_default_profile_reproduces_the_planning_example_per_request() -> None:
@@ -57,14 +57,19 @@ def test_money_helpers_are_exact() -> None:
     assert money(Decimal("0.00000049")) == "0.000000"
 
 
-def test_python_and_sql_agree_on_every_rows_microseconds() -> None:
+@pytest.mark.stores
+def test_python_and_sql_agree_on_every_rows_microseconds(data_dir: Path) -> None:
     rng = random.Random(5)
     values = [rng.uniform(0, 5) for _ in range(3000)] + [rng.random() * 1e-5 for _ in range(500)]
     values += [0.0, -0.25, 5e-7, 4.999999e-7, 2.0000005, 1e-6, 123.4567895]
-    conn = sqlite3.connect(":memory:")
-    conn.execute("CREATE TABLE requests (compute_s REAL, latency_s REAL)")
-    conn.executemany("INSERT INTO requests VALUES (?, NULL)", [(v,) for v in values])
-    sql_values = [row[0] for row in conn.execute(f"SELECT {_MICRO_S} FROM requests ORDER BY rowid")]
+    db = open_db(store_target(data_dir))
+    try:
+        db.execute("CREATE TABLE requests (n INTEGER, compute_s DOUBLE PRECISION, latency_s DOUBLE PRECISION)")
+        for n, v in enumerate(values):
+            db.execute("INSERT INTO requests VALUES (?, ?, NULL)", [n, v])
+        sql_values = [row[0] for row in db.execute(f"SELECT {_sql(db)['micro_s']} FROM requests ORDER BY n")]
+    finally:
+        db.close()
     assert sql_values == [micro_seconds(v) for v in values]
 
 
@@ -119,6 +124,7 @@ def test_allocate_splits_exactly_by_weight() -> None:
     assert sum(shares) == 1_000_003 and shares[3] == 0
 
 
+@pytest.mark.stores
 def test_pricing_file_is_created_with_defaults_and_round_trips(data_dir: Path) -> None:
     book = load_profiles(data_dir)
     path = pricing_path(data_dir)
@@ -131,6 +137,7 @@ def test_pricing_file_is_created_with_defaults_and_round_trips(data_dir: Path) -
     assert parse(dumps(budgeted)).budget("cloud-gpu-per-second").daily == Decimal("5.50")
 
 
+@pytest.mark.stores
 def test_editing_a_profile_bumps_its_version(data_dir: Path) -> None:
     book = default_book()
     same = book.with_profile(replace(DEFAULT_PROFILE, price_per_second=Decimal("0.03730")))
@@ -139,22 +146,26 @@ def test_editing_a_profile_bumps_its_version(data_dir: Path) -> None:
     assert edited.active_profile == replace(DEFAULT_PROFILE, version=2, price_per_second=Decimal("0.05"))
 
 
+@pytest.mark.stores
 def test_hand_edit_without_new_version_is_detected_and_bumped(data_dir: Path) -> None:
-    Ledger(data_dir / "firstline.db", heartbeat=False).close()
-    load_profiles(data_dir)  # records version 1
+    target = store_target(data_dir)
+    Ledger(target, heartbeat=False).close()
+    load_profiles(data_dir, database=target)  # records version 1
     path = pricing_path(data_dir)
     path.write_text(path.read_text().replace("price_per_second = 0.0373", "price_per_second = 0.04"))
-    book = load_profiles(data_dir)
+    book = load_profiles(data_dir, database=target)
     assert book.active_profile == replace(DEFAULT_PROFILE, version=2, price_per_second=Decimal("0.04"))
     assert "version = 2" in path.read_text()
-    assert load_profiles(data_dir).active_profile.version == 2  # stable afterwards
-    conn = sqlite3.connect(data_dir / "firstline.db")
-    from sqlite_utils import Database
-
-    old = profile_version(Database(conn), "cloud-gpu-per-second", 1)
+    assert load_profiles(data_dir, database=target).active_profile.version == 2  # stable afterwards
+    db = open_db(target)
+    try:
+        old = profile_version(db, "cloud-gpu-per-second", 1)
+    finally:
+        db.close()
     assert old == DEFAULT_PROFILE
 
 
+@pytest.mark.stores
 def test_active_profile_from_file_or_environment(data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     book = load_profiles(data_dir)
     assert active_profile(book).name == "cloud-gpu-per-second"
@@ -181,9 +192,10 @@ def test_invalid_pricing_files_are_refused(text: str, message: str) -> None:
         parse(text)
 
 
+@pytest.mark.stores
 def test_ledger_stores_the_profile_name_and_version_it_priced_with(data_dir: Path) -> None:
     book = load_profiles(data_dir).with_profile(replace(DEFAULT_PROFILE, price_per_second=Decimal("0.05")))
-    ledger = Ledger(data_dir / "firstline.db", profile=book.active_profile, heartbeat=False)
+    ledger = Ledger(store_target(data_dir), profile=book.active_profile, heartbeat=False)
     rid = ledger.start(conversation_id="c", route="model")
     row = ledger.finish(rid, measurement=Measurement(prefill_s=1.0, decode_s=1.0))
     ledger.close()

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import sqlite3
 import subprocess
 import sys
 from datetime import timedelta
@@ -13,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import db_execute, db_rows, store_target
 
 from bot.housekeeping import PSEUDONYM_PREFIX, HousekeepingSettings, purge
 from bot.privacy import mask_payment_data
@@ -64,16 +64,12 @@ CARD = "4111 1111 1111 1111"
 IBAN = "DE89 3704 0044 0532 0130 00"
 
 
-def _all_text(db: Path) -> str:
-    conn = sqlite3.connect(db)
-    try:
-        parts: list[str] = []
-        for table in ("messages", "tickets", "ticket_events", "requests", "conversations"):
-            for row in conn.execute(f"SELECT * FROM {table}"):
-                parts.extend(str(v) for v in row if v is not None)
-        return "\n".join(parts)
-    finally:
-        conn.close()
+def _all_text(db: Path | str) -> str:
+    parts: list[str] = []
+    for table in ("messages", "tickets", "ticket_events", "requests", "conversations"):
+        for row in db_rows(db, f"SELECT * FROM {table} ORDER BY 1"):
+            parts.extend(str(v) for v in row if v is not None)
+    return "\n".join(parts)
 
 
 def test_payment_data_is_masked_end_to_end_through_the_bot(data_dir: Path) -> None:
@@ -113,20 +109,17 @@ def test_payment_data_is_masked_over_http(live_server_factory: Any, data_dir: Pa
 
 
 # -- retention -----------------------------------------------------------------------------------------------
-def _age(db: Path, conversation_id: str, days: float) -> None:
+def _age(db: Path | str, conversation_id: str, days: float) -> None:
     """Pretend a conversation (and its ticket and ledger rows) last changed `days` ago."""
     then = iso(utcnow() - timedelta(days=days))
-    conn = sqlite3.connect(db)
-    with conn:
-        conn.execute(
-            "UPDATE conversations SET created_at = ?, updated_at = ? WHERE id = ?", [then, then, conversation_id]
-        )
-        conn.execute("UPDATE messages SET created_at = ? WHERE conversation_id = ?", [then, conversation_id])
-        conn.execute("UPDATE tickets SET created_at = ?, updated_at = ? WHERE conversation_id = ?",
-                     [then, then, conversation_id])  # fmt: skip
-        conn.execute("UPDATE requests SET started_at = ?, finished_at = ? WHERE conversation_id = ?",
-                     [then, then, conversation_id])  # fmt: skip
-    conn.close()
+    db_execute(
+        db, "UPDATE conversations SET created_at = ?, updated_at = ? WHERE id = ?", [then, then, conversation_id]
+    )
+    db_execute(db, "UPDATE messages SET created_at = ? WHERE conversation_id = ?", [then, conversation_id])
+    db_execute(db, "UPDATE tickets SET created_at = ?, updated_at = ? WHERE conversation_id = ?",
+               [then, then, conversation_id])  # fmt: skip
+    db_execute(db, "UPDATE requests SET started_at = ?, finished_at = ? WHERE conversation_id = ?",
+               [then, then, conversation_id])  # fmt: skip
 
 
 @pytest.fixture
@@ -144,32 +137,27 @@ def aged_data(data_dir: Path) -> dict[str, Any]:
         assert resolved is not None
         services.tickets.note(resolved.id, "sam", "internal note OLD-SECRET-3")
         services.tickets.resolve(resolved.id, "sam")
-        suggestions = SuggestionStore(data_dir / "firstline.db", services.knowledge)
+        suggestions = SuggestionStore(store_target(data_dir), services.knowledge)
         suggestion = suggestions.propose("How do refunds work?", "Staff answer text.", "en", "sam", resolved.id)
         suggestions.close()
         bot.handle_message("old-open", "I want a refund, nobody answered OLD-BUT-ACTIVE")
         bot.handle_message("new-plain", "How do I reset my password? NEW-KEEP")
     finally:
         services.close()
-    db = data_dir / "firstline.db"
+    db = store_target(data_dir)
     for conv in ("old-plain", "old-resolved", "old-open"):
         _age(db, conv, 120)
-    conn = sqlite3.connect(db)
-    ledger = conn.execute(
-        "SELECT request_id, route, status, compute_s, cost_micros, prompt_tokens FROM requests ORDER BY request_id"
-    ).fetchall()
-    conn.close()
+    ledger = db_rows(
+        db, "SELECT request_id, route, status, compute_s, cost_micros, prompt_tokens FROM requests ORDER BY request_id"
+    )
     return {"db": db, "ticket": resolved.id, "suggestion": suggestion, "ledger": ledger}
 
 
-def _ids(db: Path, sql: str) -> set[Any]:
-    conn = sqlite3.connect(db)
-    try:
-        return {r[0] for r in conn.execute(sql)}
-    finally:
-        conn.close()
+def _ids(db: Path | str, sql: str) -> set[Any]:
+    return {r[0] for r in db_rows(db, sql)}
 
 
+@pytest.mark.stores
 def test_housekeeping_dry_run_changes_nothing(aged_data: dict[str, Any]) -> None:
     db = aged_data["db"]
     before = _all_text(db)
@@ -180,6 +168,7 @@ def test_housekeeping_dry_run_changes_nothing(aged_data: dict[str, Any]) -> None
     assert _all_text(db) == before
 
 
+@pytest.mark.stores
 def test_housekeeping_deletes_old_conversations_and_keeps_the_ledger_figures(aged_data: dict[str, Any]) -> None:
     db = aged_data["db"]
     report = purge(db, 90)
@@ -190,26 +179,25 @@ def test_housekeeping_deletes_old_conversations_and_keeps_the_ledger_figures(age
     assert _ids(db, "SELECT ticket_id FROM ticket_events") <= _ids(db, "SELECT id FROM tickets")
     assert _ids(db, f"SELECT ticket_id FROM faq_suggestions WHERE id = {aged_data['suggestion']}") == {None}
     # the ledger: every row is still there with the same figures; purged conversations are pseudonyms
-    conn = sqlite3.connect(db)
-    ledger = conn.execute(
-        "SELECT request_id, route, status, compute_s, cost_micros, prompt_tokens FROM requests ORDER BY request_id"
-    ).fetchall()
-    convs = {r[0] for r in conn.execute("SELECT conversation_id FROM requests")}
-    integrity = conn.execute("PRAGMA integrity_check").fetchone()[0]
-    conn.close()
-    assert ledger == aged_data["ledger"] and integrity == "ok"
+    ledger = db_rows(
+        db, "SELECT request_id, route, status, compute_s, cost_micros, prompt_tokens FROM requests ORDER BY request_id"
+    )
+    convs = _ids(db, "SELECT conversation_id FROM requests")
+    assert ledger == aged_data["ledger"]
     aliases = {c for c in convs if c.startswith(PSEUDONYM_PREFIX)}
     assert len(aliases) == 2 and convs - aliases == {"old-open", "new-plain"}
-    # nothing of the deleted text is left in the database file or its write-ahead log
-    raw = b"".join(p.read_bytes() for p in db.parent.glob("firstline.db*"))
-    for secret in (b"OLD-SECRET-1", b"OLD-SECRET-2", b"OLD-SECRET-3"):
-        assert secret not in raw
-    assert b"NEW-KEEP" in raw and b"OLD-BUT-ACTIVE" in raw
+    if isinstance(db, Path):  # SQLite: nothing of the deleted text is left in the file or its write-ahead log
+        assert _ids(db, "PRAGMA integrity_check") == {"ok"}
+        raw = b"".join(p.read_bytes() for p in db.parent.glob("firstline.db*"))
+        for secret in (b"OLD-SECRET-1", b"OLD-SECRET-2", b"OLD-SECRET-3"):
+            assert secret not in raw
+        assert b"NEW-KEEP" in raw and b"OLD-BUT-ACTIVE" in raw
     # a second run finds nothing more to do
     again = purge(db, 90)
     assert (again.conversations, again.tickets, again.ledger_rows_pseudonymised) == (0, 0, 0)
 
 
+@pytest.mark.stores
 def test_housekeeping_command(aged_data: dict[str, Any], data_dir: Path) -> None:
     def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
         return subprocess.run(

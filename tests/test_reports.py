@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlite_utils import Database
+from conftest import open_db, rows_planted, store_target
 
 from usage.db import Store, connect
 from usage.ledger import Ledger, Measurement, iso
@@ -35,6 +35,8 @@ from usage.stats import percentile
 ROOT = Path(__file__).resolve().parent.parent
 T0 = datetime(2025, 3, 1, tzinfo=UTC)
 NOW = datetime(2025, 5, 1, tzinfo=UTC)
+
+pytestmark = pytest.mark.stores
 
 
 def at(days: float = 0, hours: float = 0, minutes: float = 0) -> datetime:
@@ -86,7 +88,8 @@ def make_ledger(path: Path, rows: list[Any] = ROWS) -> list[dict[str, Any]]:
                 "owner": "test",
             }
         )
-    Database(path).table("requests").insert_all(records)
+    open_db(path).table("requests").insert_all(records)
+    rows_planted(path)
     return records
 
 
@@ -99,7 +102,7 @@ def finished(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def test_totals_are_the_sum_of_per_request_costs(data_dir: Path) -> None:
-    db = data_dir / "firstline.db"
+    db = store_target(data_dir)
     records = make_ledger(db)
     report = build_report(db, DEFAULT_PROFILE, by="route", now=NOW)
     expected = sum(DEFAULT_PROFILE.request_cost_micros(billed_seconds(r)) for r in finished(records))
@@ -116,7 +119,7 @@ def test_totals_are_the_sum_of_per_request_costs(data_dir: Path) -> None:
 
 
 def test_report_under_the_recording_profile_equals_the_stored_costs(data_dir: Path) -> None:
-    db = data_dir / "firstline.db"
+    db = store_target(data_dir)
     ledger = Ledger(db, heartbeat=False)
     rng = random.Random(11)
     for i in range(60):
@@ -124,13 +127,13 @@ def test_report_under_the_recording_profile_equals_the_stored_costs(data_dir: Pa
         m = Measurement(prefill_s=rng.random() * 0.01, decode_s=rng.random() ** 3, queue_wait_s=rng.random() / 50)
         ledger.finish(rid, status=rng.choice(["completed", "completed", "error"]), measurement=m)
     ledger.close()
-    stored = sum(r["cost_micros"] for r in Database(db).query("SELECT cost_micros FROM requests"))
+    stored = sum(r["cost_micros"] for r in open_db(db).query("SELECT cost_micros FROM requests"))
     for by in ("route", "day", "hour", "conversation", "model"):
         assert build_report(db, DEFAULT_PROFILE, by=by).totals.cost_micros == stored
 
 
 def test_rollups_by_time_model_and_device(data_dir: Path) -> None:
-    db = data_dir / "firstline.db"
+    db = store_target(data_dir)
     make_ledger(db)
     prepare(db)  # with the report indexes: one index range per group
     days = build_report(db, DEFAULT_PROFILE, by="day", now=NOW)
@@ -149,7 +152,7 @@ def test_rollups_by_time_model_and_device(data_dir: Path) -> None:
 
 
 def test_rollups_without_the_report_indexes_give_the_same_figures(data_dir: Path) -> None:
-    db = data_dir / "firstline.db"
+    db = store_target(data_dir)
     make_ledger(db)
     before = build_report(db, DEFAULT_PROFILE, by="model", now=NOW).to_json()
     prepare(db)
@@ -158,7 +161,7 @@ def test_rollups_without_the_report_indexes_give_the_same_figures(data_dir: Path
 
 
 def test_repricing_under_another_per_second_profile(data_dir: Path) -> None:
-    db = data_dir / "firstline.db"
+    db = store_target(data_dir)
     records = make_ledger(db)
     dearer = CloudPerSecond(name="dear", price_per_second=Decimal("0.05"), price_per_request=Decimal("0.0002"))
     report = build_report(db, dearer, by="conversation", now=NOW)
@@ -169,7 +172,7 @@ def test_repricing_under_another_per_second_profile(data_dir: Path) -> None:
 
 
 def test_repricing_under_instance_hours_and_on_premises(data_dir: Path) -> None:
-    db = data_dir / "firstline.db"
+    db = store_target(data_dir)
     make_ledger(db)
     recorder = ProvisioningRecorder(db, owner="test-owner")
     recorder("load_start", at(0, 8), 0.0)
@@ -199,7 +202,7 @@ def test_percentiles_are_nearest_rank_and_sampled_for_big_periods(data_dir: Path
     assert percentile([1.0, 2.0, 3.0, 4.0], 50, nearest=True) == 2.0
     assert percentile([float(i) for i in range(1, 21)], 95, nearest=True) == 19.0
     assert percentile([], 50, nearest=True) is None
-    db = data_dir / "firstline.db"
+    db = store_target(data_dir)
     rows = [("model", "completed", at(0, 0, i), 0.1, float(i), float(i + 1), "m", "CPU") for i in range(20)]
     make_ledger(db, rows)
     exact = build_report(db, DEFAULT_PROFILE, by="route", now=NOW)
@@ -220,10 +223,10 @@ def test_missing_database_or_tables_give_an_empty_report(data_dir: Path) -> None
 
 
 def test_reports_read_while_a_writer_holds_the_database(data_dir: Path) -> None:
-    db = data_dir / "firstline.db"
+    db = store_target(data_dir)
     make_ledger(db)
     writer = connect(db)
-    writer.execute("BEGIN IMMEDIATE")
+    writer.execute("BEGIN IMMEDIATE" if writer.dialect == "sqlite" else "BEGIN")
     writer.execute("UPDATE requests SET owner = 'busy'")
     try:
         assert build_report(db, DEFAULT_PROFILE, by="route", now=NOW).totals.requests == 8
@@ -233,7 +236,7 @@ def test_reports_read_while_a_writer_holds_the_database(data_dir: Path) -> None:
 
 
 def test_outcomes_degrade_gracefully_without_conversation_tables(data_dir: Path) -> None:
-    db = data_dir / "firstline.db"
+    db = store_target(data_dir)
     make_ledger(db)
     result = outcomes(db, at(0), at(40))
     assert result is not None and result.source == "ledger"
@@ -243,13 +246,14 @@ def test_outcomes_degrade_gracefully_without_conversation_tables(data_dir: Path)
 
 def test_deflection_staff_time_and_savings_from_conversations_and_tickets(data_dir: Path) -> None:
     from bot.conversation_store import ConversationStore
+    from bot.outcomes import ConversationOutcomes
     from bot.tickets import migrations as ticket_migrations
 
-    db = data_dir / "firstline.db"
+    db = store_target(data_dir)
     make_ledger(db)
     ConversationStore(db).close()
     Store(db, ticket_migrations).close()
-    d = Database(db)
+    d = open_db(db)
     d.table("conversations").insert_all(
         [
             {"id": "a", "created_at": iso(at(0, 9)), "status": "bot"},
@@ -274,7 +278,8 @@ def test_deflection_staff_time_and_savings_from_conversations_and_tickets(data_d
         ]
     )
     measured = Assumptions(staff_hourly_cost=Decimal(45), min_measured_tickets=1)
-    result = outcomes(db, at(0), at(1), measured)
+    facts = ConversationOutcomes.open(db)
+    result = outcomes(db, at(0), at(1), measured, facts)
     assert result is not None and result.source == "conversations"
     assert (result.conversations, result.escalated, result.deflected, result.resolved) == (4, 2, 2, 3)
     assert result.tickets_handled == 1 and result.staff_s == Decimal(1800)
@@ -282,8 +287,9 @@ def test_deflection_staff_time_and_savings_from_conversations_and_tickets(data_d
     assert data["deflection_rate"] == 0.5 and data["staff_minutes_source"] == "measured"
     assert data["staff_cost_avoided"] == "45.000000"  # 2 deflected x 30 min x 45/h
     assert data["net_saving"] == "44.000000" and data["cost_per_resolved_conversation"] == "0.333333"
-    assumed = outcomes(db, at(0), at(1))
+    assumed = outcomes(db, at(0), at(1), facts=facts)
     assert assumed is not None and assumed.minutes_source == "assumed" and assumed.minutes_per_ticket == 12
+    facts.close()
 
 
 def run_cli(*args: str, data_dir: Path) -> subprocess.CompletedProcess[str]:
@@ -298,7 +304,7 @@ def run_cli(*args: str, data_dir: Path) -> subprocess.CompletedProcess[str]:
 
 
 def test_cli_report_by_route_json_totals_equal_the_ledger(data_dir: Path) -> None:
-    records = make_ledger(data_dir / "firstline.db")
+    records = make_ledger(store_target(data_dir))
     res = run_cli("report", "--by", "route", "--json", data_dir=data_dir)
     assert res.returncode == 0, res.stderr
     payload = json.loads(res.stdout)
@@ -324,7 +330,7 @@ def test_cli_report_by_route_json_totals_equal_the_ledger(data_dir: Path) -> Non
 
 
 def test_cli_report_can_price_under_an_earlier_profile_version(data_dir: Path) -> None:
-    records = make_ledger(data_dir / "firstline.db")
+    records = make_ledger(store_target(data_dir))
     load_profiles(data_dir)  # pricing.toml as `serve` writes it (a report only reads it)
     assert run_cli("report", "--json", data_dir=data_dir).returncode == 0  # records v1
     path = pricing_path(data_dir)
@@ -340,9 +346,9 @@ def test_cli_report_can_price_under_an_earlier_profile_version(data_dir: Path) -
 
 
 def test_synthetic_ledger_and_period_spend_agree_with_reports(data_dir: Path) -> None:
-    db = data_dir / "firstline.db"
+    db = store_target(data_dir)
     synthetic_ledger(db, 3000, days=20, start=T0)
-    stored = Database(db).execute("SELECT sum(cost_micros), count(*) FROM requests").fetchone()
+    stored = open_db(db).execute("SELECT sum(cost_micros), count(*) FROM requests").fetchone()
     assert stored[1] == 3000
     report = build_report(db, DEFAULT_PROFILE, by="day", now=NOW)
     assert report.totals.cost_micros == stored[0] and len(report.rows) == 20

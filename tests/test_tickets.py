@@ -2,20 +2,22 @@
 
 from __future__ import annotations
 
-import sqlite3
 import threading
 from pathlib import Path
 
 import pytest
+from conftest import db_rows, store_target
 
 from bot.conversation_store import ConversationStore
 from bot.tickets import TicketError, TicketStore
 from bot.types import Message, Source
 
+pytestmark = pytest.mark.stores
+
 
 @pytest.fixture
 def store(data_dir: Path) -> TicketStore:
-    db = data_dir / "firstline.db"
+    db = store_target(data_dir)
     conversations = ConversationStore(db)
     conversations.ensure("c1", "en")
     return TicketStore(db, conversations=conversations)
@@ -53,10 +55,9 @@ def test_a_failed_open_leaves_nothing_behind(
     monkeypatch.setattr(store, "_event", boom)
     with pytest.raises(RuntimeError):
         open_ticket(store)
-    conn = sqlite3.connect(data_dir / "firstline.db")
-    assert conn.execute("SELECT count(*) FROM tickets").fetchone() == (0,)
-    assert conn.execute("SELECT status FROM conversations WHERE id='c1'").fetchone() == ("bot",)
-    conn.close()
+    db = store_target(data_dir)
+    assert db_rows(db, "SELECT count(*) FROM tickets") == [(0,)]
+    assert db_rows(db, "SELECT status FROM conversations WHERE id='c1'") == [("bot",)]
 
 
 def test_one_active_ticket_per_conversation_even_under_concurrency(store: TicketStore) -> None:

@@ -74,8 +74,9 @@ def build_services(data_dir: Path | None = None, model: ChatModel | None = None,
     server_settings = ServerSettings()
     knowledge_settings = KnowledgeSettings()
     bot_settings.data_dir.mkdir(parents=True, exist_ok=True)
-    db_path = bot_settings.database_path
-    profiles = load_profiles(bot_settings.data_dir)
+    db_path = bot_settings.database  # the shared store (SQLite file or PostgreSQL URL)
+    kb_path = bot_settings.database_path  # the knowledge-base index: always this host's SQLite file
+    profiles = load_profiles(bot_settings.data_dir, database=db_path)
     ledger = Ledger(db_path, profile=active_profile(profiles))
     provisioning: ProvisioningRecorder | None = None
     if model is not None:
@@ -97,7 +98,7 @@ def build_services(data_dir: Path | None = None, model: ChatModel | None = None,
         chat_model = load_model(model_settings, backend, pace)
     budget = BudgetGuard(db_path, profiles, profile=ledger.profile.name)
     store = ConversationStore(db_path)
-    knowledge = KnowledgeBase(db_path, embedder=load_embedder(knowledge_settings.embeddings))
+    knowledge = KnowledgeBase(kb_path, embedder=load_embedder(knowledge_settings.embeddings))
     if demo_kb and server_settings.demo_kb == "auto":
         report = ensure_demo_kb(knowledge)
         if report is not None:

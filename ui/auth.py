@@ -19,12 +19,11 @@ import time
 from collections import defaultdict, deque
 from dataclasses import dataclass
 from datetime import timedelta
-from pathlib import Path
 
 from sqlite_utils import Database
 from sqlite_utils.migrations import Migrations
 
-from usage.db import Store
+from usage.db import Store, Target
 from usage.ledger import iso, parse_iso, utcnow
 
 migrations = Migrations("firstline.ui")
@@ -115,7 +114,7 @@ class RateLimiter:
 class UserStore(Store):
     """Users and their sessions."""
 
-    def __init__(self, path: Path | str, session_hours: float = 12.0) -> None:
+    def __init__(self, path: Target, session_hours: float = 12.0) -> None:
         super().__init__(path, migrations)
         self.session_ttl = timedelta(hours=session_hours)
         self.login_limiter = RateLimiter(limit=5, window_s=300)
@@ -129,6 +128,7 @@ class UserStore(Store):
         if len(password) < 8:
             raise AuthError("password must be at least 8 characters")
         with self.write() as db:
+            db.lock("users")  # two processes adding the same name: the second is told it exists
             if db.table("users").count_where("name = ?", [name]):
                 raise AuthError(f"user {name!r} already exists")
             db.table("users").insert(
@@ -199,6 +199,14 @@ class UserStore(Store):
         if token:
             with self.write() as db:
                 db.execute("DELETE FROM sessions WHERE token_hash = ?", [_token_hash(token)])
+
+    def delete_expired_sessions(self, *, dry_run: bool = False) -> int:
+        """Delete sessions past their expiry; returns how many (with dry_run: would be)."""
+        now = iso(utcnow())
+        with self.write() as db:
+            if dry_run:
+                return int(db.execute("SELECT count(*) FROM sessions WHERE expires_at < ?", [now]).fetchone()[0])
+            return int(db.execute("DELETE FROM sessions WHERE expires_at < ?", [now]).rowcount)
 
     def users(self) -> list[dict[str, object]]:
         """Every login (never its password hash), with the number of its unexpired sessions."""

@@ -266,8 +266,8 @@ class AlertDispatcher(Store):
                 payload = alert_for(event, before, self.currency).payload if rising else {}
                 for channel in channels:
                     db.execute(
-                        "INSERT OR IGNORE INTO budget_alerts (event_id, channel, status, attempts, next_attempt_at, "
-                        "created_at, payload) VALUES (?, ?, ?, 0, ?, ?, ?)",
+                        "INSERT INTO budget_alerts (event_id, channel, status, attempts, next_attempt_at, "
+                        "created_at, payload) VALUES (?, ?, ?, 0, ?, ?, ?) ON CONFLICT DO NOTHING",
                         [event["id"], channel, status, iso(now), iso(now), json.dumps(payload)],
                     )
                     added += status == "pending"

@@ -25,13 +25,12 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
 from enum import IntEnum
-from pathlib import Path
 from typing import Any
 
 from sqlite_utils import Database
 from sqlite_utils.migrations import Migrations
 
-from usage.db import Store
+from usage.db import Store, Target
 from usage.ledger import iso, utcnow
 from usage.pricing import money
 from usage.profiles import Budget, ProfileBook, Thresholds
@@ -172,7 +171,7 @@ class BudgetGuard(Store):
     """Tells the bot how far to degrade, from the spend of today and this month against the budget."""
 
     def __init__(
-        self, ledger_db_path: Path | str, profile_book: ProfileBook, *, profile: str | None = None, cache_s: float = 5.0
+        self, ledger_db_path: Target, profile_book: ProfileBook, *, profile: str | None = None, cache_s: float = 5.0
     ) -> None:
         prepare(ledger_db_path)
         super().__init__(ledger_db_path, migrations)
@@ -255,6 +254,7 @@ class BudgetGuard(Store):
             return False  # nothing changed since we last looked: no write transaction on the hot path
         recorded = False
         with self.write() as db:
+            db.lock("budget_events")  # several processes see the same change: it is recorded once
             for p in status.periods:
                 self._known[keys[p]] = p.step.name
                 last = db.execute(

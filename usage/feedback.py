@@ -10,13 +10,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 from sqlite_utils import Database
 from sqlite_utils.migrations import Migrations
 
-from usage.db import Store, connect
+from usage.db import Store, Target, connect, exists
 from usage.errors import LedgerError
 from usage.ledger import iso, utcnow
 from usage.provisioning import has_table
@@ -39,7 +38,7 @@ def m001_ratings(db: Database) -> None:
 class FeedbackStore(Store):
     """Writes ratings (the chat) and reads them back (reports, `firstline eval`)."""
 
-    def __init__(self, path: Path | str) -> None:
+    def __init__(self, path: Target) -> None:
         super().__init__(path, migrations)
 
     def rate(self, kind: str, target: str, score: int) -> None:
@@ -109,21 +108,21 @@ def summarize(db: Database, since: datetime | None = None, until: datetime | Non
     route = "coalesce(q.route, '?')" if join else "'?'"
     by_route: dict[str, tuple[int, int]] = {}
     for name, n, ok in db.execute(
-        f"SELECT {route}, count(*), total(r.score) FROM ratings r {join} WHERE r.kind = 'answer' AND {where} "
-        "GROUP BY 1",
+        f"SELECT {route}, count(*), coalesce(sum(r.score), 0) FROM ratings r {join} "
+        f"WHERE r.kind = 'answer' AND {where} GROUP BY 1",
         params,
     ).fetchall():
         by_route[str(name)] = (int(n), int(ok))
     n, stars = db.execute(
-        f"SELECT count(*), total(score) FROM ratings r WHERE kind = 'resolution' AND {where}", params
+        f"SELECT count(*), coalesce(sum(score), 0) FROM ratings r WHERE kind = 'resolution' AND {where}", params
     ).fetchone()
     rated = sum(v[0] for v in by_route.values())
     return Feedback(rated, sum(v[1] for v in by_route.values()), by_route, int(n), int(stars))
 
 
-def feedback(db_path: Path | str, since: datetime | None = None, until: datetime | None = None) -> Feedback | None:
+def feedback(db_path: Target, since: datetime | None = None, until: datetime | None = None) -> Feedback | None:
     """`summarize` over a database file (read-only; None when it holds no ratings table)."""
-    if not Path(db_path).exists():
+    if not exists(db_path):
         return None
     db = connect(db_path, readonly=True)
     try:

@@ -5,6 +5,16 @@ with the measured seconds, token counts, device and the cost under the active pr
 process that writes registers itself in `instances` and refreshes a heartbeat; at start-up, `started`
 rows whose owner process is gone are marked `interrupted`, with the time they ran before their owner's
 last sign of life. Nothing is silently lost: a crash leaves a row that the next start accounts for.
+
+On PostgreSQL (the shared store of several processes and hosts) the ledger is built for size: `requests` is
+partitioned by month of `started_at` (partitions are created ahead by every ledger process; rows outside them
+land in a default partition), and `requests_daily` is a rollup per UTC day, route, status, model, device,
+pricing profile and writer shard, maintained in the same transaction as each finished row, so reports read
+closed days from the rollup, never their raw rows (usage/reports.py). Each process writes its own shard of the
+rollup, so processes finishing requests at the same moment do not wait for each other's row locks. A row is
+written once and finished by one update (measured against an append-only start/finish pair in
+`firstline bench`; docs/postgresql.md). On SQLite the rollup table exists but stays empty: reports read the
+raw rows there.
 """
 
 from __future__ import annotations
@@ -15,10 +25,11 @@ import socket
 import threading
 import time
 import uuid
+import zlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -26,9 +37,9 @@ from sqlite_utils import Database
 from sqlite_utils.migrations import Migrations
 
 from usage import sharing
-from usage.db import Store
+from usage.db import Store, Target
 from usage.errors import LedgerError
-from usage.pricing import DEFAULT_PROFILE, PricingProfile, to_micros
+from usage.pricing import DEFAULT_PROFILE, PricingProfile, micro_seconds, to_micros
 
 log = logging.getLogger(__name__)
 
@@ -40,36 +51,42 @@ STALE_AFTER_S = 30.0
 migrations = Migrations("firstline.usage")
 
 
+LEDGER_COLUMNS: dict[str, type] = {
+    "request_id": str,
+    "conversation_id": str,
+    "route": str,
+    "status": str,
+    "model_id": str,
+    "device": str,
+    "started_at": str,
+    "finished_at": str,
+    "queue_wait_s": float,
+    "prefill_s": float,
+    "decode_s": float,
+    "compute_s": float,
+    "latency_s": float,
+    "prompt_tokens": int,
+    "completion_tokens": int,
+    "cached_tokens": int,
+    "cost_micros": int,
+    "profile": str,
+    "profile_version": int,
+    "currency": str,
+    "error": str,
+    "owner": str,
+}
+
+
 @migrations()
-def m001_ledger(db: Database) -> None:
-    db.table("requests").create(
-        {
-            "request_id": str,
-            "conversation_id": str,
-            "route": str,
-            "status": str,
-            "model_id": str,
-            "device": str,
-            "started_at": str,
-            "finished_at": str,
-            "queue_wait_s": float,
-            "prefill_s": float,
-            "decode_s": float,
-            "compute_s": float,
-            "latency_s": float,
-            "prompt_tokens": int,
-            "completion_tokens": int,
-            "cached_tokens": int,
-            "cost_micros": int,
-            "profile": str,
-            "profile_version": int,
-            "currency": str,
-            "error": str,
-            "owner": str,
-        },
-        pk="request_id",
-        not_null={"conversation_id", "route", "status", "started_at", "owner"},
-    )
+def m001_ledger(db: Any) -> None:  # a SqliteDatabase or a PgDatabase
+    not_null = {"conversation_id", "route", "status", "started_at", "owner"}
+    if getattr(db, "dialect", "sqlite") == "postgresql":
+        # partitioned by month: the key must be part of the primary key there
+        db.table("requests").create(LEDGER_COLUMNS, pk=("request_id", "started_at"), not_null=not_null,
+                                    partition_by="RANGE (started_at)")  # fmt: skip
+        db.execute("CREATE TABLE requests_default PARTITION OF requests DEFAULT")
+    else:
+        db.table("requests").create(LEDGER_COLUMNS, pk="request_id", not_null=not_null)
     db.table("requests").create_index(["started_at"])
     db.table("requests").create_index(["conversation_id"])
     db.table("requests").create_index(["status"])
@@ -106,6 +123,119 @@ def m005_engine_billing(db: Database) -> None:
         table.add_column(name, kind)
     table.create_index(["billing"])
     table.create_index(["replica", "sent_at"])
+
+
+ROLLUP_KEY = ("day", "route", "status", "model_id", "device", "profile", "profile_version", "shard")
+ROLLUP_SUMS = ("requests", "compute_micros", "cost_micros", "prefill_s", "decode_s", "retrieval_s",
+               "prompt_tokens", "completion_tokens")  # fmt: skip
+ROLLUP_SHARDS = 16
+
+
+@migrations()
+def m006_daily_rollup(db: Database) -> None:
+    columns: dict[str, type] = {k: str for k in ROLLUP_KEY} | {"profile_version": int, "shard": int}
+    columns |= {k: int for k in ROLLUP_SUMS} | {"prefill_s": float, "decode_s": float, "retrieval_s": float}
+    db.table("requests_daily").create(columns, pk=ROLLUP_KEY, not_null=set(columns))
+    if getattr(db, "dialect", "sqlite") == "postgresql":
+        rebuild_rollup(db)  # rows written before this migration
+
+
+def rollup_select(where: str = "1=1") -> str:
+    """SQL that aggregates finished raw rows into rollup rows (all in one shard: 0)."""
+    micro = "greatest(0, floor(coalesce(compute_s, latency_s, 0) * 1000000 + 0.5)::bigint)"
+    return (
+        # a row without a stored cost (interrupted before it was priced) counts under no profile: reports
+        # price it from its seconds like any row recorded under another profile
+        "SELECT substr(started_at, 1, 10), route, status, coalesce(model_id, ''), coalesce(device, ''), "
+        "CASE WHEN cost_micros IS NULL THEN '' ELSE coalesce(profile, '') END, "
+        "CASE WHEN cost_micros IS NULL THEN 0 ELSE coalesce(profile_version, 0) END, 0, count(*), "
+        f"sum({micro}), sum(coalesce(cost_micros, 0)), sum(coalesce(prefill_s, 0)), sum(coalesce(decode_s, 0)), "
+        "sum(coalesce(retrieval_s, 0)), sum(coalesce(prompt_tokens, 0)), sum(coalesce(completion_tokens, 0)) "
+        f"FROM requests WHERE status IN {FINAL_STATUSES + ('interrupted',)} AND {where} "
+        "GROUP BY 1, 2, 3, 4, 5, 6, 7"
+    )
+
+
+def rebuild_rollup(db: Any, since_day: str | None = None, until_day: str | None = None) -> None:
+    """Recompute the rollup of [since_day, until_day) from the raw rows (PostgreSQL; a repair and bulk-load
+    tool: the ledger maintains it row by row)."""
+    lo, hi = since_day or "0000", until_day or "9999"
+    db.execute("DELETE FROM requests_daily WHERE day >= ? AND day < ?", [lo, hi])
+    db.execute(
+        f"INSERT INTO requests_daily ({', '.join(ROLLUP_KEY + ROLLUP_SUMS)}) "
+        + rollup_select("started_at >= ? AND started_at < ?"),
+        [lo, hi],
+    )
+
+
+def _rollup_key(row: dict[str, Any], shard: int) -> list[Any]:
+    return [row["started_at"][:10], row["route"], row["status"], row["model_id"] or "", row["device"] or "",
+            row["profile"] or "", row["profile_version"] or 0, shard]  # fmt: skip
+
+
+def _add_to_rollup(db: Any, key: list[Any], sums: list[Any]) -> None:
+    """Add `sums` (ROLLUP_SUMS' order) to the rollup row of `key` (ROLLUP_KEY's order), creating it."""
+    values = [*key, *sums]
+    added = ", ".join(f"{k} = requests_daily.{k} + EXCLUDED.{k}" for k in ROLLUP_SUMS)
+    db.execute(
+        f"INSERT INTO requests_daily ({', '.join(ROLLUP_KEY + ROLLUP_SUMS)}) VALUES "
+        f"({', '.join('?' for _ in values)}) ON CONFLICT ({', '.join(ROLLUP_KEY)}) DO UPDATE SET {added}",
+        values,
+    )
+
+
+def _roll(db: Any, row: dict[str, Any], shard: int, cost_micros: int | None = None, sign: int = 1) -> None:
+    """Add one finished row to the rollup (same transaction as the row's update); sign -1 takes it out."""
+    sums = [
+        1,
+        micro_seconds(row["compute_s"] if row["compute_s"] is not None else row["latency_s"]),
+        row["cost_micros"] if cost_micros is None else cost_micros,
+        row["prefill_s"] or 0.0, row["decode_s"] or 0.0, row.get("retrieval_s") or 0.0,
+        row["prompt_tokens"] or 0, row["completion_tokens"] or 0,
+    ]  # fmt: skip
+    _add_to_rollup(db, _rollup_key(row, shard), [sign * v for v in sums])
+
+
+def _rebill_rollup(db: Any, old: dict[str, Any], new: dict[str, Any], shard: int) -> None:
+    """sharing.bill changed a finished row's compute_s / cost_micros (and perhaps its profile): the rollup
+    moves by the difference, so it keeps agreeing with the raw rows (same transaction as the update)."""
+    if _rollup_key(old, shard) != _rollup_key(new, shard):  # priced under another profile now: move the row
+        _roll(db, old, shard, sign=-1)
+        _roll(db, new, shard)
+        return
+
+    def micros(row: dict[str, Any]) -> int:
+        return micro_seconds(row["compute_s"] if row["compute_s"] is not None else row["latency_s"])
+
+    compute, cost = micros(new) - micros(old), (new["cost_micros"] or 0) - (old["cost_micros"] or 0)
+    if compute or cost:  # only the two billed sums change: no float drift in the others
+        _add_to_rollup(db, _rollup_key(new, shard), [0, compute, cost, 0.0, 0.0, 0.0, 0, 0])
+
+
+def ensure_partitions(db: Any, first: datetime, last: datetime) -> list[str]:
+    """Monthly partitions of `requests` covering [first, last] (PostgreSQL); returns the ones created."""
+    created = []
+    month = first.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    db.lock("requests-partitions")
+    while month <= last:
+        following = (month + timedelta(days=32)).replace(day=1)
+        name = f"requests_y{month:%Y}m{month:%m}"
+        if not db.table(name).exists():
+            db.execute(
+                f"CREATE TABLE {name} PARTITION OF requests FOR VALUES FROM ('{month:%Y-%m}') TO ('{following:%Y-%m}')"
+            )
+            created.append(name)
+        month = following
+    return created
+
+
+_RETURNING_NAMES = ("started_at", "route", "status", "model_id", "device", "compute_s", "latency_s", "cost_micros",
+                   "profile", "profile_version", "prefill_s", "decode_s", "retrieval_s", "prompt_tokens",
+                   "completion_tokens")  # fmt: skip
+_RETURNING = (
+    " RETURNING started_at, route, status, model_id, device, compute_s, latency_s, cost_micros, profile, "
+    "profile_version, prefill_s, decode_s, retrieval_s, prompt_tokens, completion_tokens"
+)
 
 
 def utcnow() -> datetime:
@@ -165,13 +295,26 @@ class Measurement:
 class Ledger(Store):
     """Append-only request ledger over the shared SQLite database."""
 
-    def __init__(self, path: Path | str, profile: PricingProfile = DEFAULT_PROFILE, *, heartbeat: bool = True) -> None:
+    def __init__(
+        self, path: Target, profile: PricingProfile = DEFAULT_PROFILE, *, heartbeat: bool = True, register: bool = True
+    ) -> None:
+        """`register=False`: a maintenance opener (housekeeping) that writes no requests: no instance row, no
+        recovery, no heartbeat."""
         super().__init__(path, migrations)
         self.profile = profile
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._started_mono: dict[str, float] = {}
         # called with each finished row (e.g. Prometheus counters); a failing listener is logged, never raised
         self.listeners: list[Callable[[dict[str, Any]], None]] = []
+        self._registered = register
+        self.shard = zlib.crc32(self.owner.encode()) % ROLLUP_SHARDS
+        self._partitions_checked = 0.0
+        self._stop = threading.Event()
+        self._beat: threading.Thread | None = None
+        self.recovered = 0
+        if not register:
+            return
+        self.ensure_partitions()
         now = iso(utcnow())
         with self.write() as db:
             db.table("instances").insert(
@@ -185,8 +328,6 @@ class Ledger(Store):
                 }
             )
         self.recovered = self.recover_interrupted()
-        self._stop = threading.Event()
-        self._beat: threading.Thread | None = None
         if heartbeat:
             self._beat = threading.Thread(target=self._heartbeat_loop, name="ledger-heartbeat", daemon=True)
             self._beat.start()
@@ -268,17 +409,20 @@ class Ledger(Store):
                 raise LedgerError(f"unknown route {route!r}")
             values["route"] = route
         with self.write() as db:
-            sets = ", ".join(f"[{k}] = :{k}" for k in values)
-            cur = db.execute(
-                f"UPDATE requests SET {sets} WHERE request_id = :rid AND status = 'started'",
-                {**values, "rid": request_id},
-            )
+            sets = ", ".join(f'"{k}" = ?' for k in values)
+            sql = f"UPDATE requests SET {sets} WHERE request_id = ? AND status = 'started'"
+            cur = db.execute(sql + (" RETURNING *" if self.postgres else ""), [*values.values(), request_id])
             if cur.rowcount != 1:
                 raise LedgerError(f"request {request_id} is unknown or already finished")
+            finished: dict[str, Any] | None = None
+            if self.postgres:  # the finished row comes back with the update: no second look across partitions
+                finished = dict(zip([d.name for d in cur.description], cur.fetchone(), strict=True))
+                _roll(db, finished, self.shard)
             if m.shared:  # its share of the replica's time, and the shares that this row's end made final
-                sharing.bill(db, m.replica, self.profile)
-        row = self.get(request_id) or {}
-        for listener in self.listeners:
+                sharing.bill(db, m.replica, self.profile, on_rebill=self._rebill_hook(db))
+                finished = None  # re-billed: read back below
+        row = finished if finished is not None else self.get(request_id) or {}
+        for listener in self.listeners:  # after the commit
             try:
                 listener(row)
             except Exception:  # metrics must never fail a request
@@ -335,15 +479,27 @@ class Ledger(Store):
                     continue
                 last_seen = parse_iso(inst["heartbeat_at"]) if inst else parse_iso(row["started_at"])
                 spent = max(0.0, (min(last_seen, now) - parse_iso(row["started_at"])).total_seconds())
-                db.execute(
+                cur = db.execute(
                     "UPDATE requests SET status = 'interrupted', finished_at = ?, latency_s = ?, "
-                    "error = 'process ended during the request' WHERE request_id = ? AND status = 'started'",
+                    "error = 'process ended during the request' WHERE request_id = ? AND status = 'started'"
+                    + (_RETURNING if self.postgres else ""),
                     [iso(now), spent, row["request_id"]],
                 )
-                count += 1
+                count += cur.rowcount  # another process recovering at the same moment: counted once
+                if self.postgres and cur.rowcount == 1:
+                    rolled = dict(zip(_RETURNING_NAMES, cur.fetchone(), strict=True))
+                    # an interrupted row counts with the time it ran, priced under this process's profile
+                    rolled |= {"profile": self.profile.name, "profile_version": self.profile.version}
+                    _roll(db, rolled, self.shard, to_micros(self.profile.request_cost(spent)))
         if count:
             log.warning("marked %d ledger rows interrupted (their process ended mid-request)", count)
         return count
+
+    def _rebill_hook(self, db: Any) -> Any:
+        """PostgreSQL: what sharing.bill calls for each row it re-bills (the daily rollup follows); None on SQLite."""
+        if not self.postgres:
+            return None
+        return lambda old, new: _rebill_rollup(db, old, new, self.shard)
 
     def settle(self) -> int:
         """Bill the provisional rows of every replica again, making final those whose window has closed (every
@@ -353,10 +509,25 @@ class Ledger(Store):
         if not replicas:
             return 0
         with self.write() as db:
-            return sum(sharing.bill(db, replica, self.profile) for replica in replicas)
+            return sum(sharing.bill(db, replica, self.profile, on_rebill=self._rebill_hook(db)) for replica in replicas)
+
+    def ensure_partitions(self) -> None:
+        """PostgreSQL: monthly partitions for this month and the next two (checked at most hourly)."""
+        if not self.postgres or time.monotonic() - self._partitions_checked < 3600 and self._partitions_checked:
+            return
+        now = utcnow()
+        try:
+            with self.write() as db:
+                created = ensure_partitions(db, now, now + timedelta(days=62))
+            if created:
+                log.info("ledger partitions created: %s", ", ".join(created))
+        except Exception as exc:  # rows already in the default partition for that month: it keeps them
+            log.warning("could not create ledger partitions (%s); new rows go to the default partition", exc)
+        self._partitions_checked = time.monotonic()
 
     def _heartbeat_loop(self) -> None:
         while not self._stop.wait(HEARTBEAT_S):
+            self.ensure_partitions()
             try:
                 self.settle()
             except Exception:  # billing catches up on the next beat
@@ -372,6 +543,9 @@ class Ledger(Store):
         self._stop.set()
         if self._beat:
             self._beat.join(timeout=5)
+        if not self._registered:
+            super().close()
+            return
         try:
             now = iso(utcnow())
             with self.write() as db:
@@ -381,6 +555,36 @@ class Ledger(Store):
                 )
         finally:
             super().close()
+
+    def conversation_totals(self, conversation_id: str) -> tuple[float, int, int, str]:
+        """Compute seconds, cost (micro-units), row count and model id of one conversation's requests."""
+        with self.read() as db:
+            compute, cost, rows, model_id = db.execute(
+                "SELECT coalesce(sum(compute_s), 0), coalesce(sum(cost_micros), 0), count(*), "
+                "coalesce(max(nullif(model_id, '')), '') FROM requests WHERE conversation_id = ?",
+                [conversation_id],
+            ).fetchone()
+        return float(compute), int(cost), int(rows), str(model_id)
+
+    # -- retention (bot/housekeeping.py) ---------------------------------------------------------
+    def conversations_before(self, cutoff: str, *, skip_prefix: str) -> list[str]:
+        """Conversation ids of rows started before `cutoff` (those starting with `skip_prefix` left out)."""
+        with self.read() as db:
+            sql = "SELECT DISTINCT conversation_id FROM requests WHERE started_at < ? AND conversation_id NOT LIKE ?"
+            return [r[0] for r in db.execute(sql, [cutoff, skip_prefix.replace("%", "") + "%"]).fetchall()]
+
+    def rename_conversations(self, aliases: dict[str, str], *, dry_run: bool = False) -> int:
+        """Replace conversation ids by aliases (pseudonyms) on every row; returns the rows (to be) changed."""
+        count = 0
+        with self.write() as db:
+            for old, new in aliases.items():
+                if dry_run:
+                    sql = "SELECT count(*) FROM requests WHERE conversation_id = ?"
+                    count += int(db.execute(sql, [old]).fetchone()[0])
+                else:
+                    sql = "UPDATE requests SET conversation_id = ? WHERE conversation_id = ?"
+                    count += db.execute(sql, [new, old]).rowcount
+        return count
 
     # -- reading -----------------------------------------------------------------------------------
     @property

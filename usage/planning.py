@@ -292,11 +292,11 @@ def _linear_year_cost(profile: Profile, seconds_per_request: Decimal) -> tuple[D
 
 
 def _first_row(db_path: Path | str) -> datetime | None:
-    from usage.db import connect
+    from usage.db import connect, exists
     from usage.provisioning import has_table
 
-    path = Path(db_path)
-    if not path.exists():
+    path = db_path
+    if not exists(path):
         return None
     db = connect(path, readonly=True)
     try:

@@ -30,7 +30,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlite_utils import Database
 from sqlite_utils.migrations import Migrations
 
-from usage.db import Store
+from usage.db import DB, Store, Target
 from usage.ledger import iso, utcnow
 from usage.pricing import DEFAULT_PROFILES, PROFILE_KINDS, PricingError, Profile
 
@@ -153,9 +153,12 @@ def default_book() -> ProfileBook:
     return ProfileBook(profiles={p.name: p for p in DEFAULT_PROFILES}, active=DEFAULT_PROFILES[0].name)
 
 
-def load_profiles(data_dir: Path | str, *, sync_history: bool = True, create: bool = True) -> ProfileBook:
+def load_profiles(
+    data_dir: Path | str, *, sync_history: bool = True, create: bool = True, database: Target | None = None
+) -> ProfileBook:
     """Read `<data_dir>/pricing.toml` (written with defaults if missing, unless `create` is False: then the
-    defaults are only returned, as for a read-only command); record versions in the database."""
+    defaults are only returned, as for a read-only command); record versions in the database (`database`,
+    default the data directory's firstline.db)."""
     path = pricing_path(data_dir)
     if not path.exists():
         if not create:
@@ -167,7 +170,7 @@ def load_profiles(data_dir: Path | str, *, sync_history: bool = True, create: bo
     except (OSError, tomllib.TOMLDecodeError) as exc:
         raise PricingError(f"cannot read {path}: {exc}") from exc
     if sync_history:
-        book = sync_versions(Path(data_dir) / "firstline.db", book)
+        book = sync_versions(database or Path(data_dir) / "firstline.db", book)
     return book
 
 
@@ -289,16 +292,17 @@ def dumps(book: ProfileBook) -> str:
 
 
 class _History(Store):
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Target) -> None:
         super().__init__(path, migrations)
 
 
-def sync_versions(db_path: Path, book: ProfileBook) -> ProfileBook:
+def sync_versions(db_path: Target, book: ProfileBook) -> ProfileBook:
     """Record every profile version; bump profiles whose values changed without a new version."""
     store = _History(db_path)
     changed = False
     try:
         with store.write() as db:
+            db.lock("pricing_profiles")  # two processes starting at once record a version once
             for name, profile in list(book.profiles.items()):
                 recorded = _recorded(db, name, profile.version)
                 current = _fingerprint(profile)
@@ -336,7 +340,7 @@ def sync_versions(db_path: Path, book: ProfileBook) -> ProfileBook:
     return book
 
 
-def profile_version(db: Database, name: str, version: int) -> Profile | None:
+def profile_version(db: DB, name: str, version: int) -> Profile | None:
     """A past version of a profile from the history table, or None."""
     rows = list(db.query("SELECT fields FROM pricing_profiles WHERE name = ? AND version = ?", [name, version]))
     if not rows:
@@ -346,7 +350,7 @@ def profile_version(db: Database, name: str, version: int) -> Profile | None:
     return profile_from_fields(name, raw)
 
 
-def _recorded(db: Database, name: str, version: int) -> str | None:
+def _recorded(db: DB, name: str, version: int) -> str | None:
     rows = list(db.query("SELECT fields FROM pricing_profiles WHERE name = ? AND version = ?", [name, version]))
     return str(rows[0]["fields"]) if rows else None
 

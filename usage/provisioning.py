@@ -20,13 +20,12 @@ import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
 from sqlite_utils import Database
 from sqlite_utils.migrations import Migrations
 
-from usage.db import Store
+from usage.db import DB, Store, Target
 from usage.ledger import STALE_AFTER_S, iso, parse_iso, utcnow
 from usage.pricing import duration_s
 
@@ -68,7 +67,7 @@ class Provisioned:
 class ProvisioningRecorder(Store):
     """Records an on-demand model's load/unload events; use the instance as the `on_event` callback."""
 
-    def __init__(self, path: Path | str, *, owner: str | None = None, model_id: str = "", device: str = "") -> None:
+    def __init__(self, path: Target, *, owner: str | None = None, model_id: str = "", device: str = "") -> None:
         super().__init__(path, migrations)
         self.owner = owner or f"provisioning:{uuid.uuid4().hex[:12]}"
         self.model_id, self.device = model_id, device
@@ -121,7 +120,7 @@ class ProvisioningRecorder(Store):
             rows = list(
                 db.query(
                     "SELECT id, owner, start FROM provisioning "
-                    "WHERE kind = 'provisioned' AND end IS NULL AND owner != ?",
+                    "WHERE kind = 'provisioned' AND \"end\" IS NULL AND owner != ?",
                     [self.owner],
                 )
             )
@@ -132,7 +131,7 @@ class ProvisioningRecorder(Store):
                     continue
                 start = parse_iso(row["start"])
                 db.execute(
-                    "UPDATE provisioning SET end = ?, seconds = ? WHERE id = ?",
+                    'UPDATE provisioning SET "end" = ?, seconds = ? WHERE id = ?',
                     [iso(end), max(0.0, (end - start).total_seconds()), row["id"]],
                 )
                 closed += 1
@@ -140,14 +139,14 @@ class ProvisioningRecorder(Store):
             log.warning("closed %d provisioned periods of processes that ended", closed)
         return closed
 
-    def _close_open(self, db: Database, at: datetime) -> None:
+    def _close_open(self, db: DB, at: datetime) -> None:
         if self._open_id is None:
             return
         rows = list(db.query("SELECT start FROM provisioning WHERE id = ?", [self._open_id]))
         if rows:
             seconds = max(0.0, (at - parse_iso(rows[0]["start"])).total_seconds())
             db.execute(
-                "UPDATE provisioning SET end = ?, seconds = ? WHERE id = ? AND end IS NULL",
+                'UPDATE provisioning SET "end" = ?, seconds = ? WHERE id = ? AND "end" IS NULL',
                 [iso(at), seconds, self._open_id],
             )
         self._open_id = None
@@ -156,12 +155,12 @@ class ProvisioningRecorder(Store):
         return {"model_id": self.model_id, "device": self.device}
 
 
-def has_table(db: Database, name: str) -> bool:
+def has_table(db: DB, name: str) -> bool:
     """Does the database hold this table (reports degrade gracefully when a feature never ran)?"""
-    return bool(list(db.query("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", [name])))
+    return bool(db.table(name).exists())
 
 
-def provisioned_seconds(db: Database, since: datetime, until: datetime, now: datetime | None = None) -> Provisioned:
+def provisioned_seconds(db: DB, since: datetime, until: datetime, now: datetime | None = None) -> Provisioned:
     """Seconds a model was provisioned within [since, until), clipped to the period."""
     now = now or utcnow()
     until = min(until, now)
@@ -171,8 +170,8 @@ def provisioned_seconds(db: Database, since: datetime, until: datetime, now: dat
     if has_table(db, "provisioning") and list(db.query("SELECT 1 FROM provisioning LIMIT 1")):
         rows = list(
             db.query(
-                "SELECT owner, start, end FROM provisioning WHERE kind = 'provisioned' AND start < ? "
-                "AND (end IS NULL OR end > ?)",
+                "SELECT owner, start, \"end\" FROM provisioning WHERE kind = 'provisioned' AND start < ? "
+                'AND ("end" IS NULL OR "end" > ?)',
                 [iso(until), iso(since)],
             )
         )
@@ -189,7 +188,7 @@ def provisioned_seconds(db: Database, since: datetime, until: datetime, now: dat
     return Provisioned(Decimal(0), "none", 0)
 
 
-def current_state(db: Database, now: datetime | None = None) -> dict[str, Any] | None:
+def current_state(db: DB, now: datetime | None = None) -> dict[str, Any] | None:
     """The most recent provisioned period that is still open (a model loaded right now), if any."""
     if not has_table(db, "provisioning"):
         return None
@@ -197,7 +196,7 @@ def current_state(db: Database, now: datetime | None = None) -> dict[str, Any] |
     owners = _instances(db) if has_table(db, "instances") else {}
     rows = list(
         db.query(
-            "SELECT owner, model_id, device, start FROM provisioning WHERE kind = 'provisioned' AND end IS NULL "
+            "SELECT owner, model_id, device, start FROM provisioning WHERE kind = 'provisioned' AND \"end\" IS NULL "
             "ORDER BY start DESC"
         )
     )
@@ -207,7 +206,7 @@ def current_state(db: Database, now: datetime | None = None) -> dict[str, Any] |
     return None
 
 
-def _instances(db: Database) -> dict[str, dict[str, Any]]:
+def _instances(db: DB) -> dict[str, dict[str, Any]]:
     return {r["owner"]: r for r in db.query("SELECT * FROM instances")}
 
 

@@ -15,7 +15,9 @@ total. Money in JSON is a string with exactly six decimals.
 
 Speed: every query opens its own read-only connection (reports never block the ledger's writers). Sums
 avoid sorting the period: each group is one index range, a time bucket on `started_at` or a route / model
-/ device on the `(key, started_at)` indexes that `prepare` adds; only `--by conversation` uses a GROUP BY.
+/ device on the `(key, started_at)` indexes that `prepare` adds; only `--by conversation` uses a GROUP BY
+(on PostgreSQL route / model / device too: its hash aggregate over the period's index range needs no sort).
+The SQL is written once; `_sql` holds the few fragments that differ between SQLite and PostgreSQL.
 p50/p95 of latency and queue wait (nearest rank) come from a parallel query: exact up to
 `PERCENTILE_SAMPLE` rows, above that over a systematic sample of every k-th rowid of the period. The
 conversation outcomes run in parallel too. `firstline cost benchmark` times it over a synthetic ledger.
@@ -31,18 +33,17 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from pathlib import Path
-from typing import Any, cast
+from typing import Any, Protocol, cast
 
 from sqlite_utils import Database
 from sqlite_utils.migrations import Migrations
 
 from usage import sharing
-from usage.db import Store, connect
+from usage.db import DB, Store, Target, connect, exists
 from usage.errors import StorageError
 from usage.feedback import Feedback
 from usage.feedback import summarize as summarize_feedback
-from usage.ledger import Ledger, iso, parse_iso, utcnow
+from usage.ledger import Ledger, ensure_partitions, iso, parse_iso, rebuild_rollup, utcnow
 from usage.ledger import migrations as ledger_migrations
 from usage.pricing import (
     MICROS,
@@ -65,12 +66,16 @@ index_migrations = Migrations("firstline.reports")
 
 @index_migrations()
 def m001_report_indexes(db: Database) -> None:
-    # (key, started_at) lets a report read each route / model / device as one index range, no sorting
+    # (key, started_at) lets a report read each route / model / device as one index range, no sorting.
+    # PostgreSQL reads closed days from the daily rollup and groups the rest with a hash aggregate: there
+    # these indexes would only slow every ledger write.
+    if getattr(db, "dialect", "sqlite") != "sqlite":
+        return
     for column in ("route", "model_id", "device"):
         db.execute(f"CREATE INDEX IF NOT EXISTS idx_requests_{column}_started_at ON requests({column}, started_at)")
 
 
-def prepare(db_path: Path | str) -> bool:
+def prepare(db_path: Target) -> bool:
     """Create the ledger and the report indexes if missing (a short write; reports themselves only read).
 
     Returns False when the database cannot be written (a read-only copy): reports still work, slower.
@@ -119,8 +124,31 @@ GROUPS["outcome"] = (
 )
 PERCENTILE_SAMPLE = 100_000
 _TOTAL = "\x00total"
-# whole microseconds of a row, as `usage.pricing.micro_seconds` computes them (interrupted: its latency)
-_MICRO_S = "max(0, CAST(coalesce(compute_s, latency_s, 0) * 1000000 + 0.5 AS INTEGER))"
+
+
+def _sql(db: DB) -> dict[str, str]:
+    """The SQL fragments that differ between SQLite and PostgreSQL."""
+    if db.dialect == "sqlite":
+        return {
+            # whole microseconds of a row, as `usage.pricing.micro_seconds` computes them (interrupted: its latency)
+            "micro_s": "max(0, CAST(coalesce(compute_s, latency_s, 0) * 1000000 + 0.5 AS INTEGER))",
+            "plus": "+",  # `+status`: keeps SQLite off the status index, the started_at range is the better one
+            "no_flatten": " LIMIT -1",  # keeps SQLite from flattening the inner query (re-evaluating per use)
+        }
+    return {
+        "micro_s": "greatest(0, floor(coalesce(compute_s, latency_s, 0) * 1000000 + 0.5)::bigint)",
+        "plus": "",
+        "no_flatten": "",
+    }
+
+
+def micro_seconds_sql(db: DB) -> str:
+    """SQL for a row's whole microseconds (interrupted: its latency), as `usage.pricing.micro_seconds`."""
+    return _sql(db)["micro_s"]
+
+
+def _finished(db: DB) -> str:
+    return f"{_sql(db)['plus']}status IN {FINISHED}"
 
 
 @dataclass(frozen=True)
@@ -249,7 +277,7 @@ def parse_when(text: str | None, *, end: bool = False) -> datetime | None:
 
 
 def build_report(
-    db_path: Path | str,
+    db_path: Target,
     profile: Profile,
     *,
     by: str = "day",
@@ -259,34 +287,33 @@ def build_report(
     assumptions: Assumptions | None = None,
     with_outcomes: bool = True,
     percentile_sample: int = PERCENTILE_SAMPLE,
+    facts: ConversationFacts | None = None,
 ) -> Report:
     """Aggregate the ledger over [since, until) by one dimension and price it under `profile`."""
     if by not in GROUPS:
         raise ValueError(f"unknown grouping {by!r}; expected one of {', '.join(GROUPS)}")
     now = now or utcnow()
     until = min(until or now, now)
-    path = Path(db_path)
+    path = db_path
     nothing = Provisioned(Decimal(0), "none", 0)
-    if not path.exists():
+    if not exists(path):
         return Report(by, profile, since or until, until, [], Row("total"), nothing, notes=["no ledger yet"])
     db = connect(path, readonly=True)
     try:
         if not has_table(db, "requests"):
             return Report(by, profile, since or until, until, [], Row("total"), nothing, notes=["no ledger yet"])
         if since is None:
-            first = db.execute(f"SELECT min(started_at) FROM requests WHERE +status IN {FINISHED}").fetchone()[0]
+            first = db.execute(f"SELECT min(started_at) FROM requests WHERE {_finished(db)}").fetchone()[0]
             since = _day_start(parse_iso(first)) if first else until
         since = min(since, until)
         params = [iso(since), iso(until)]
-        n, first_id, last_id = db.execute(
-            "SELECT count(*), min(rowid), max(rowid) FROM requests WHERE started_at >= ? AND started_at < ?",
-            params,
-        ).fetchone()
+        n, first_id, last_id = _period_count(db, by, since, until)
         every = max(1, math.ceil(n / max(1, percentile_sample)))
         with ThreadPoolExecutor(max_workers=2) as pool:
             spread = pool.submit(_percentiles, path, by, params, every, (first_id or 0, last_id or 0))
-            sums = pool.submit(_sums, path, by, since, until, profile)
-            found = pool.submit(outcomes, path, since, until, assumptions) if with_outcomes else None
+            notes: list[str] = []
+            sums = pool.submit(_sums, path, by, since, until, profile, notes)
+            found = pool.submit(outcomes, path, since, until, assumptions, facts) if with_outcomes else None
             groups, spreads = sums.result(), spread.result()
             result_outcomes = found.result() if found else None
         provisioned = provisioned_seconds(db, since, until, now)
@@ -312,7 +339,6 @@ def build_report(
     totals = _total(rows, spreads.get(_TOTAL, {}), total)
     if by == "conversation":
         rows.sort(key=lambda r: (-r.cost_micros, r.key))
-    notes = []
     if every > 1:
         notes.append(f"p50/p95 estimated from every {every}th request (about {percentile_sample:,} rows)")
     if billing.get("provisional") or billing.get("estimated"):
@@ -341,13 +367,13 @@ class Spend:
 
 
 def period_spend(
-    db_path: Path | str, profile: Profile, since: datetime, until: datetime, now: datetime | None = None
+    db_path: Target, profile: Profile, since: datetime, until: datetime, now: datetime | None = None
 ) -> Spend:
     """Requests, compute and cost of [since, until) under `profile` (the same figures as `build_report`)."""
     now = now or utcnow()
     until = min(until, now)
-    path = Path(db_path)
-    if not path.exists() or until <= since:
+    path = db_path
+    if not exists(path) or until <= since:
         return Spend(0, 0, 0, Provisioned(Decimal(0), "none", 0))
     db = connect(path, readonly=True)
     try:
@@ -368,46 +394,137 @@ def period_spend(
     return Spend(requests, micros, cost, provisioned)
 
 
-def _sums(path: Path, by: str, since: datetime, until: datetime, profile: Profile) -> list[Row]:
-    """Per-group sums: one indexed query per group segment (no sort of the whole period)."""
-    scale, mult, fee = profile.sql_terms() if isinstance(profile, CloudPerSecond) else (10, 0, 0)
+def _sums(
+    path: Target, by: str, since: datetime, until: datetime, profile: Profile, notes: list[str] | None = None
+) -> list[Row]:
+    """Per-group sums. PostgreSQL: closed days from the daily rollup, the rest of the period from raw rows.
+    SQLite: raw rows, one indexed query per group segment (no sort of the whole period)."""
     db = connect(path, readonly=True)
     try:
-        columns = {row[1] for row in db.execute("PRAGMA table_info(requests)").fetchall()}
-        retrieval = "coalesce(retrieval_s, 0)" if "retrieval_s" in columns else "0"
-        # the inner co-routine computes each row's microseconds and scaled cost once (`LIMIT -1` keeps
-        # SQLite from flattening it into the aggregate, which would re-evaluate them for every use)
-        rounded = "(a + ?) / ? - (a % ? = ?)"  # round half to even: half up, minus one if exactly half and even
-        failed = "status != 'completed'"
-        aggregate = (
-            "count(*), sum(status = 'error'), sum(status = 'interrupted'), sum(status = 'cancelled'), sum(mu), "
-            f"sum(CASE WHEN {failed} THEN mu ELSE 0 END), total(prefill_s), total(decode_s), total(rt), "
-            f"total(prompt_tokens), total(completion_tokens), sum({rounded}), "
-            f"sum(CASE WHEN {failed} THEN {rounded} ELSE 0 END)"
-        )
-        inner = (
-            f"SELECT {{key}} status, {_MICRO_S} AS mu, {_MICRO_S} * ? + ? AS a, prefill_s, decode_s, "
-            f"{retrieval} AS rt, prompt_tokens, completion_tokens FROM requests "
-            f"WHERE +status IN {FINISHED} AND {{cond}} LIMIT -1"
-        )
-        cost_args = [scale // 2, scale, 2 * scale, scale // 2] * 2
-        period = [iso(since), iso(until)]
-        out: list[Row] = []
-        segments = _segments(db, by, since, until)
-        if segments is None:  # one grouped query (conversations, or a key without its index)
-            rows_sql = inner.format(key=GROUPS[by] + " AS k,", cond="started_at >= ? AND started_at < ?")
-            sql = f"SELECT k, {aggregate} FROM ({rows_sql}) GROUP BY k ORDER BY k"
-            for k, *values in db.execute(sql, [*cost_args, mult, fee, *period]).fetchall():
-                out.append(_row(_label(by, k), values))
-        else:
-            sql = f"SELECT {aggregate} FROM ({inner.format(key='', cond='{cond}')})"
-            for label, cond, args in segments:
-                values = db.execute(sql.format(cond=cond), [*cost_args, mult, fee, *args]).fetchone()
-                if values[0]:
-                    out.append(_row(label, list(values)))
+        closed = _closed_days(db, by, since, until)
+        if closed is None:
+            return _merge(_raw_sums(db, by, since, until, profile))
+        lo, hi = closed
+        rows, repriced = _rollup_sums(db, by, lo, hi, profile)
+        if repriced and notes is not None:
+            notes.append(
+                f"{repriced:,} requests of closed days were recorded under another pricing profile and re-priced "
+                "from the daily rollup's sums (rounded once per day and group, not per request)"
+            )
+        rows += _raw_sums(db, by, since, lo, profile) if since < lo else []
+        rows += _raw_sums(db, by, hi, until, profile) if hi < until else []
+        return _merge(rows)
     finally:
         db.close()
-    return _merge(out)
+
+
+ROLLUP_GROUPS = {
+    "day": "day",
+    "month": "substr(day, 1, 7)",
+    "route": "route",
+    "model": "model_id",
+    "device": "device",
+    "total": "'total'",
+}
+
+
+def _period_count(db: DB, by: str, since: datetime, until: datetime) -> tuple[int, int, int]:
+    """Rows of [since, until) and (SQLite) the rowid range; PostgreSQL counts closed days in the rollup."""
+    count = "SELECT count(*) FROM requests WHERE started_at >= ? AND started_at < ?"
+    if db.dialect == "sqlite":
+        sql = "SELECT count(*), min(rowid), max(rowid) FROM requests WHERE started_at >= ? AND started_at < ?"
+        n, first_id, last_id = db.execute(sql, [iso(since), iso(until)]).fetchone()
+        return int(n), int(first_id or 0), int(last_id or 0)
+    closed = _closed_days(db, "total", since, until)
+    if closed is None:
+        return int(db.execute(count, [iso(since), iso(until)]).fetchone()[0]), 0, 0
+    lo, hi = closed
+    days = [lo.strftime("%Y-%m-%d"), hi.strftime("%Y-%m-%d")]
+    n = int(db.execute("SELECT coalesce(sum(requests), 0) FROM requests_daily WHERE day >= ? AND day < ?", days)
+            .fetchone()[0])  # fmt: skip
+    for a, b in ((since, lo), (hi, until)):
+        if a < b:
+            n += int(db.execute(count, [iso(a), iso(b)]).fetchone()[0])
+    return n, 0, 0
+
+
+def _closed_days(db: DB, by: str, since: datetime, until: datetime) -> tuple[datetime, datetime] | None:
+    """The whole UTC days of [since, until) before today that the rollup answers (PostgreSQL), or None."""
+    if db.dialect != "postgresql" or by not in ROLLUP_GROUPS:
+        return None
+    lo = _day_start(since) + (timedelta(days=1) if since != _day_start(since) else timedelta(0))
+    hi = min(_day_start(until), _day_start(utcnow()))
+    return (lo, hi) if lo < hi else None
+
+
+def _rollup_sums(db: DB, by: str, lo: datetime, hi: datetime, profile: Profile) -> tuple[list[Row], int]:
+    """Sums of the closed days [lo, hi) from `requests_daily`; rows recorded under `profile` keep their stored
+    costs, others are re-priced from the sums. Returns the rows and how many requests were re-priced."""
+    own = "CASE WHEN profile = ? AND profile_version = ? THEN 1 ELSE 0 END"
+    sql = (
+        f"SELECT {ROLLUP_GROUPS[by]} AS k, status, {own} AS own, sum(requests), sum(compute_micros), "
+        "sum(prefill_s), sum(decode_s), sum(retrieval_s), sum(prompt_tokens), sum(completion_tokens), "
+        "sum(cost_micros) FROM requests_daily WHERE day >= ? AND day < ? GROUP BY 1, 2, 3 ORDER BY 1"
+    )
+    args = [profile.name, profile.version, lo.strftime("%Y-%m-%d"), hi.strftime("%Y-%m-%d")]
+    groups: dict[Any, list[Any]] = {}
+    repriced = 0
+    for k, status, is_own, n, mu, pf, dc, rt, pt, ct, stored in db.execute(sql, args):
+        n, mu = int(n or 0), int(mu or 0)
+        if is_own or not isinstance(profile, CloudPerSecond):
+            cost = int(stored or 0) if is_own else 0
+        else:  # re-priced from the day's sums, rounded once per group (half to even)
+            scale, mult, fee = profile.sql_terms()
+            a = mu * mult + n * fee
+            cost = (a + scale // 2) // scale - (1 if a % (2 * scale) == scale // 2 else 0)
+            repriced += n
+        failed = status != "completed"
+        g = groups.setdefault(k, [0] * 13)
+        for i, v in enumerate((n, status == "error" and n, status == "interrupted" and n,
+                               status == "cancelled" and n, mu, failed and mu, float(pf or 0), float(dc or 0),
+                               float(rt or 0), int(pt or 0), int(ct or 0), cost, failed and cost)):  # fmt: skip
+            g[i] += v or 0
+    return [_row(_label(by, k), values) for k, values in groups.items()], repriced
+
+
+def _raw_sums(db: DB, by: str, since: datetime, until: datetime, profile: Profile) -> list[Row]:
+    """Per-group sums of the raw rows of [since, until)."""
+    scale, mult, fee = profile.sql_terms() if isinstance(profile, CloudPerSecond) else (10, 0, 0)
+    columns = set(db.table("requests").columns_dict)
+    retrieval = "coalesce(retrieval_s, 0)" if "retrieval_s" in columns else "0"
+    frag = _sql(db)
+    # the inner query computes each row's microseconds and scaled cost once
+    rounded = "((a + ?) / ? - CASE WHEN a % ? = ? THEN 1 ELSE 0 END)"  # round half to even: half up, minus one
+    failed = "status != 'completed'"  # if exactly half and even
+    aggregate = (
+        "count(*), sum(CASE WHEN status = 'error' THEN 1 ELSE 0 END), "
+        "sum(CASE WHEN status = 'interrupted' THEN 1 ELSE 0 END), "
+        "sum(CASE WHEN status = 'cancelled' THEN 1 ELSE 0 END), sum(mu), "
+        f"sum(CASE WHEN {failed} THEN mu ELSE 0 END), coalesce(sum(prefill_s), 0), "
+        "coalesce(sum(decode_s), 0), coalesce(sum(rt), 0), coalesce(sum(prompt_tokens), 0), "
+        f"coalesce(sum(completion_tokens), 0), sum({rounded}), sum(CASE WHEN {failed} THEN {rounded} ELSE 0 END)"
+    )
+    inner = (
+        f"SELECT {{key}} status, {frag['micro_s']} AS mu, {frag['micro_s']} * ? + ? AS a, prefill_s, decode_s, "
+        f"{retrieval} AS rt, prompt_tokens, completion_tokens FROM requests "
+        f"WHERE {_finished(db)} AND {{cond}}{frag['no_flatten']}"
+    )
+    cost_args = [scale // 2, scale, 2 * scale, scale // 2] * 2
+    period = [iso(since), iso(until)]
+    out: list[Row] = []
+    segments = _segments(db, by, since, until)
+    if segments is None:  # one grouped query (conversations, or a key without its index)
+        rows_sql = inner.format(key=GROUPS[by] + " AS k,", cond="started_at >= ? AND started_at < ?")
+        sql = f"SELECT k, {aggregate} FROM ({rows_sql}) AS r GROUP BY k ORDER BY k"
+        for k, *values in db.execute(sql, [*cost_args, mult, fee, *period]).fetchall():
+            out.append(_row(_label(by, k), values))
+    else:
+        sql = f"SELECT {aggregate} FROM ({inner.format(key='', cond='{cond}')}) AS r"
+        for label, cond, args in segments:
+            values = db.execute(sql.format(cond=cond), [*cost_args, mult, fee, *args]).fetchone()
+            if values[0]:
+                out.append(_row(label, list(values)))
+    return out
 
 
 def _segments(db: Any, by: str, since: datetime, until: datetime) -> list[tuple[str, str, list[Any]]] | None:
@@ -418,7 +535,7 @@ def _segments(db: Any, by: str, since: datetime, until: datetime) -> list[tuple[
     if by in ("hour", "day", "month"):
         return [(label, period, [iso(lo), iso(hi)]) for label, lo, hi in _buckets(by, since, until)]
     column = {"route": "route", "model": "model_id", "device": "device"}.get(by)
-    if column is None or not _indexed(db, column):
+    if column is None or db.dialect != "sqlite" or not _indexed(db, column):
         return None
     keys: list[Any] = []
     if db.execute(f"SELECT 1 FROM requests WHERE {column} IS NULL LIMIT 1").fetchone():
@@ -458,19 +575,19 @@ def _indexed(db: Any, column: str) -> bool:
 
 def _row(label: str, values: list[Any]) -> Row:
     n, errors, interrupted, cancelled, mu, failed_mu, pf, dc, rt, pt, ct, cost, failed_cost = values
-    return Row(
+    return Row(  # PostgreSQL sums integers as numeric
         label,
-        requests=n,
-        errors=errors or 0,
-        interrupted=interrupted or 0,
-        cancelled=cancelled or 0,
-        compute_micros=mu or 0,
-        failed_micros=failed_mu or 0,
-        prefill_s=pf,
-        decode_s=dc,
-        retrieval_s=rt,
-        prompt_tokens=int(pt),
-        completion_tokens=int(ct),
+        requests=int(n),
+        errors=int(errors or 0),
+        interrupted=int(interrupted or 0),
+        cancelled=int(cancelled or 0),
+        compute_micros=int(mu or 0),
+        failed_micros=int(failed_mu or 0),
+        prefill_s=float(pf or 0),
+        decode_s=float(dc or 0),
+        retrieval_s=float(rt or 0),
+        prompt_tokens=int(pt or 0),
+        completion_tokens=int(ct or 0),
         cost_micros=int(cost or 0),
         failed_cost_micros=int(failed_cost or 0),
     )
@@ -496,22 +613,31 @@ def _merge(rows: list[Row]) -> list[Row]:
 
 
 def _percentiles(
-    path: Path, by: str, params: list[Any], every: int, ids: tuple[int, int]
+    path: Target, by: str, params: list[Any], every: int, ids: tuple[int, int]
 ) -> dict[str, dict[str, float | None]]:
-    """p50/p95 per group: all rows, or every `every`-th rowid of the period's rowid range (a systematic sample)."""
-    where = f"+status IN {FINISHED} AND started_at >= ? AND started_at < ?"
-    sql = f"SELECT {GROUPS[by]}, latency_s, queue_wait_s FROM requests WHERE {where}"
-    args = list(params)
-    if every > 1:  # visit only the sampled rows: a generated series of rowids, one lookup each
-        sql = (
-            "WITH RECURSIVE ids(id) AS (SELECT ? UNION ALL SELECT id + ? FROM ids WHERE id + ? <= ?) "
-            f"SELECT {GROUPS[by]}, latency_s, queue_wait_s FROM ids JOIN requests ON requests.rowid = ids.id "
-            f"WHERE {where}"
-        )
-        args = [ids[0], every, every, ids[1], *params]
+    """p50/p95 per group: all rows, or a sample of about one in `every`: on SQLite every `every`-th rowid of
+    the period's rowid range (systematic), on PostgreSQL the rows of a repeatable sample of pages."""
     db = connect(path, readonly=True)
     try:
-        result = db.execute(sql, args).fetchall()
+        where = f"{_finished(db)} AND started_at >= ? AND started_at < ?"
+        sql = f"SELECT {GROUPS[by]}, latency_s, queue_wait_s FROM requests WHERE {where}"
+        args = list(params)
+        if every > 1 and db.dialect == "sqlite":  # visit only the sampled rows: generated rowids, one lookup each
+            sql = (
+                "WITH RECURSIVE ids(id) AS (SELECT ? UNION ALL SELECT id + ? FROM ids WHERE id + ? <= ?) "
+                f"SELECT {GROUPS[by]}, latency_s, queue_wait_s FROM ids JOIN requests ON requests.rowid = ids.id "
+                f"WHERE {where}"
+            )
+            args = [ids[0], every, every, ids[1], *params]
+        elif every > 1:  # pages (SYSTEM) on a big period, rows (BERNOULLI) on a small one
+            method = "SYSTEM" if every * PERCENTILE_SAMPLE >= 1_000_000 else "BERNOULLI"
+            sample = f"TABLESAMPLE {method} ({100.0 / every:.6f}) REPEATABLE (7)"
+            sampled = f"SELECT {GROUPS[by]}, latency_s, queue_wait_s FROM requests {sample} WHERE {where}"
+            result = db.execute(sampled, args).fetchall()
+            if result:
+                sql = ""
+        if sql:
+            result = db.execute(sql, args).fetchall()
     finally:
         db.close()
     latency: dict[str, list[float]] = {_TOTAL: []}
@@ -635,54 +761,66 @@ def _ratings(feedback: Feedback | None) -> dict[str, Any]:
     return {k: f.get(k, 0 if k.endswith("rated") else None) for k in keys}
 
 
+class ConversationFacts(Protocol):
+    """What reports need about conversations and tickets, answered by the stores that own those tables (the
+    bot package; ui wires them in: bot.outcomes.ConversationOutcomes). `usage` imports nothing from `bot`."""
+
+    def outcome_counts(self, since: str, until: str, human_routed: set[str]) -> tuple[int, int, int] | None:
+        """(conversations started in [since, until), escalated, resolved), or None without conversations."""
+        ...
+
+    def staff_intervals(self, since: str, until: str) -> list[tuple[str, str, str]]:
+        """(ticket id, event kind, at) of claimed/unclaimed/resolved events of tickets handled in the period."""
+        ...
+
+
 def outcomes(
-    db_path: Path | str, since: datetime, until: datetime, assumptions: Assumptions | None = None
+    db_path: Target,
+    since: datetime,
+    until: datetime,
+    assumptions: Assumptions | None = None,
+    facts: ConversationFacts | None = None,
 ) -> Outcomes | None:
-    """Deflection, resolution and staff time for conversations started in [since, until)."""
+    """Deflection, resolution and staff time for conversations started in [since, until).
+
+    With `facts` the conversations and tickets are counted by their owners; without, from the ledger alone
+    (a conversation is escalated when it has a human-routed request)."""
+    a = assumptions or Assumptions()
     db = connect(db_path, readonly=True)
     try:
-        return _outcomes(db, since, until, assumptions or Assumptions())
+        if not has_table(db, "requests"):
+            return None
+        params = [iso(since), iso(until)]
+        counts = None
+        if facts is not None:
+            human = {
+                r[0]
+                for r in db.execute(
+                    "SELECT DISTINCT conversation_id FROM requests WHERE route = 'human' AND started_at >= ?",
+                    [iso(since)],
+                ).fetchall()
+            }
+            counts = facts.outcome_counts(iso(since), iso(until), human)
+        source = "conversations"
+        if counts is None:
+            counts = db.execute(
+                "SELECT count(*), coalesce(sum(h), 0), coalesce(sum(1 - h), 0) FROM (SELECT "
+                f"max(CASE WHEN route = 'human' THEN 1 ELSE 0 END) AS h FROM requests WHERE {_finished(db)} "
+                "AND started_at >= ? AND started_at < ? GROUP BY conversation_id) AS o",
+                params,
+            ).fetchone()
+            source = "ledger"
     finally:
         db.close()
-
-
-def _outcomes(db: Database, since: datetime, until: datetime, a: Assumptions) -> Outcomes | None:
-    params = [iso(since), iso(until)]
-    tickets = has_table(db, "tickets")
-    if has_table(db, "conversations"):
-        # each IN (subquery) is evaluated once into a temporary index, then probed per conversation
-        escalated = (
-            "c.status = 'human' "
-            "OR c.id IN (SELECT conversation_id FROM requests WHERE route = 'human' AND started_at >= ?)"
-        )
-        resolved_ticket = "0"
-        if tickets:
-            escalated += " OR c.id IN (SELECT conversation_id FROM tickets)"
-            resolved_ticket = "c.id IN (SELECT conversation_id FROM tickets WHERE status = 'resolved')"
-        row = db.execute(
-            f"SELECT count(*), total(esc), total(CASE WHEN esc THEN res ELSE 1 END) FROM (SELECT ({escalated}) AS esc, "
-            f"({resolved_ticket}) AS res FROM conversations c WHERE c.created_at >= ? AND c.created_at < ?)",
-            [iso(since), *params],
-        ).fetchone()
-        source = "conversations"
-    elif has_table(db, "requests"):
-        row = db.execute(
-            "SELECT count(*), total(h), total(1 - h) FROM (SELECT max(route = 'human') AS h FROM requests "
-            f"WHERE +status IN {FINISHED} AND started_at >= ? AND started_at < ? GROUP BY conversation_id)",
-            params,
-        ).fetchone()
-        source = "ledger"
-    else:
-        return None
-    handled, staff_s = _staff_time(db, since, until) if tickets else (None, None)
+    handled, staff_s = _staff_time(facts.staff_intervals(*params), since, until) if facts else (None, None)
     minutes, minutes_source = a.staff_minutes_per_ticket, "assumed"
     if handled and staff_s is not None and handled >= a.min_measured_tickets:
         minutes, minutes_source = staff_s / handled / 60, "measured"
     return Outcomes(
         source,
-        int(row[0]),
-        int(row[1]),
-        int(row[2]),
+        int(counts[0]),
+        int(counts[1]),
+        int(counts[2]),
         handled,
         staff_s,
         minutes,
@@ -692,35 +830,20 @@ def _outcomes(db: Database, since: datetime, until: datetime, a: Assumptions) ->
     )
 
 
-def _staff_time(db: Any, since: datetime, until: datetime) -> tuple[int, Decimal]:
+def _staff_time(events: list[tuple[str, str, str]], since: datetime, until: datetime) -> tuple[int, Decimal]:
     """Tickets handled and staff seconds: claimed -> resolved/unclaimed intervals ending in the period."""
     total, tickets = Decimal(0), set()
-    if has_table(db, "ticket_events"):
-        rows = db.execute(
-            "SELECT ticket_id, kind, created_at FROM ticket_events WHERE ticket_id IN (SELECT DISTINCT ticket_id "
-            "FROM ticket_events WHERE kind IN ('resolved', 'unclaimed') AND created_at >= ? AND created_at < ?) "
-            "AND kind IN ('claimed', 'unclaimed', 'resolved') ORDER BY ticket_id, id",
-            [iso(since), iso(until)],
-        ).fetchall()
-        claimed: dict[str, datetime] = {}
-        for ticket_id, kind, at in rows:
-            when = _parse_any(at)
-            if kind == "claimed":
-                claimed.setdefault(ticket_id, when)
-            elif ticket_id in claimed:
-                began = claimed.pop(ticket_id)
-                if since <= when < until:
-                    total += max(Decimal(0), duration_s(when - began))
-                    tickets.add(ticket_id)
-        return len(tickets), total
-    rows = db.execute(
-        "SELECT claimed_at, resolved_at FROM tickets WHERE claimed_at IS NOT NULL AND resolved_at >= ? "
-        "AND resolved_at < ?",
-        [iso(since), iso(until)],
-    ).fetchall()
-    for began, ended in rows:
-        total += max(Decimal(0), duration_s(_parse_any(ended) - _parse_any(began)))
-    return len(rows), total
+    claimed: dict[str, datetime] = {}
+    for ticket_id, kind, at in events:
+        when = _parse_any(at)
+        if kind == "claimed":
+            claimed.setdefault(ticket_id, when)
+        elif ticket_id in claimed:
+            began = claimed.pop(ticket_id)
+            if since <= when < until:
+                total += max(Decimal(0), duration_s(when - began))
+                tickets.add(ticket_id)
+    return len(tickets), total
 
 
 def _parse_any(text: str) -> datetime:
@@ -738,7 +861,7 @@ _MODELS = (("SmolLM2-135M-Instruct.Q4_1", "CPU"), ("qwen2.5-7b-instruct-q4_k_m",
 
 
 def synthetic_ledger(
-    path: Path | str,
+    path: Target,
     n: int,
     *,
     days: int = 365,
@@ -779,23 +902,41 @@ def synthetic_ledger(
 
     db = connect(path)
     try:
-        db.execute("BEGIN IMMEDIATE")
         columns = ", ".join(_COLUMNS)
-        db.conn.executemany(f"INSERT INTO requests ({columns}) VALUES ({', '.join('?' * len(_COLUMNS))})", rows())
+        if db.dialect == "sqlite":
+            db.execute("BEGIN IMMEDIATE")
+            db.conn.executemany(f"INSERT INTO requests ({columns}) VALUES ({', '.join('?' * len(_COLUMNS))})", rows())
+        else:  # COPY: the bulk path of PostgreSQL, into monthly partitions made for the period first
+            with db.conn.transaction():
+                ensure_partitions(db, start, start + timedelta(days=days))
+            with db.conn.transaction(), db.conn.cursor().copy(f"COPY requests ({columns}) FROM STDIN") as copy:
+                for row in rows():
+                    copy.write_row(row)
         if with_conversations and has_table(db, "conversations"):
-            db.conn.executemany(
-                "INSERT OR IGNORE INTO conversations (id, created_at, updated_at, lang, status) "
-                "VALUES (?, ?, ?, 'en', ?)",
-                ((c, at, at, status) for c, at, status in conversations),
-            )
-        db.execute("COMMIT")
+            if db.dialect == "sqlite":
+                db.conn.executemany(
+                    "INSERT INTO conversations (id, created_at, updated_at, lang, status) "
+                    "VALUES (?, ?, ?, 'en', ?) ON CONFLICT DO NOTHING",
+                    ((c, at, at, status) for c, at, status in conversations),
+                )
+            else:
+                db.executemany(
+                    "INSERT INTO conversations (id, created_at, updated_at, lang, status) "
+                    "VALUES (?, ?, ?, 'en', ?) ON CONFLICT DO NOTHING",
+                    [(c, at, at, status) for c, at, status in conversations],
+                )
+        if db.dialect == "sqlite":
+            db.execute("COMMIT")
+        else:  # bulk-loaded rows bypassed Ledger.finish: build their daily rollup (and their partitions first)
+            with db.conn.transaction():
+                rebuild_rollup(db)
     finally:
         db.close()
     return n
 
 
 def benchmark(
-    path: Path | str, profile: Profile, groupings: tuple[str, ...] = ("day", "route", "month")
+    path: Target, profile: Profile, groupings: tuple[str, ...] = ("day", "route", "month")
 ) -> dict[str, float]:
     """Seconds each report grouping takes over the database at `path` (a benchmark, not a test)."""
     timings: dict[str, float] = {}
@@ -816,20 +957,22 @@ def latency_labels() -> list[str]:
     return [*labels, f">= {LATENCY_EDGES[-1]} s"]
 
 
-def latency_histogram(db_path: Path | str, since: datetime, until: datetime) -> list[tuple[str, int]]:
+def latency_histogram(db_path: Target, since: datetime, until: datetime) -> list[tuple[str, int]]:
     """Finished requests per latency bucket in [since, until): one scan, no sorting."""
     labels = latency_labels()
-    path = Path(db_path)
-    if not path.exists():
+    path = db_path
+    if not exists(path):
         return [(label, 0) for label in labels]
     db = connect(path, readonly=True)
     try:
         if not has_table(db, "requests"):
             return [(label, 0) for label in labels]
-        counts = ", ".join(f"total(latency_s < {edge})" for edge in LATENCY_EDGES)
+        counts = ", ".join(
+            f"coalesce(sum(CASE WHEN latency_s < {edge} THEN 1 ELSE 0 END), 0)" for edge in LATENCY_EDGES
+        )
         cumulative = db.execute(
             f"SELECT {counts}, count(latency_s) FROM requests "
-            f"WHERE +status IN {FINISHED} AND started_at >= ? AND started_at < ?",
+            f"WHERE {_finished(db)} AND started_at >= ? AND started_at < ?",
             [iso(since), iso(until)],
         ).fetchone()
     finally:

@@ -274,6 +274,16 @@ class KnowledgeBase(Ingestion):
             by_id[cid] = Hit(cid, doc, kind, path, title, url, lang, category, section, text, score)
         return [by_id[c] for c in chunk_ids if c in by_id]
 
+    def index_state(self) -> tuple[Any, ...]:
+        """(newest chunk id, chunk count): changes whenever the index does (in this process or another)."""
+        with self.read() as db:
+            return tuple(db.execute("SELECT max(id), count(*) FROM kb_chunks").fetchone())
+
+    def texts(self) -> list[str]:
+        """Every passage and every document title of the index (e.g. to build a vocabulary)."""
+        with self.read() as db:
+            return [r[0] for r in db.execute("SELECT text FROM kb_chunks UNION ALL SELECT title FROM kb_documents")]
+
     def categories(self) -> dict[str, str]:
         """Category of each article by its path and by its file name (case-folded), for evaluation."""
         with self.read() as db:

@@ -36,6 +36,7 @@ SECTIONS = (
     "cache",
     "faq",
     "ledger",
+    "postgres",
     "server",
     "accounting",
     "guard",
@@ -86,6 +87,8 @@ class BenchOptions:
     reps: int = 5
     ledger_requests: int = 500
     ledger_rows: int = 1_000_000
+    database_url: str | None = None  # PostgreSQL for the `postgres` section (a scratch schema in it)
+    pg_rows: int = 10_000_000
     faq_requests: int = 100
     sessions: tuple[int, ...] = (1, 4, 16)
     server_requests: int = 8  # per concurrency level (at least one turn per session)
@@ -110,6 +113,7 @@ class BenchOptions:
                 reps=2,
                 ledger_requests=200,
                 ledger_rows=100_000,
+                pg_rows=200_000,
                 faq_requests=40,
                 sessions=(1, 4),
                 server_requests=4,
@@ -272,6 +276,21 @@ def judge_targets(bench: Bench) -> None:
         )
     if "engines" in sel:
         judge_engine_targets(bench)
+    if "postgres" in sel and bench.options.database_url:
+        p95 = v("pg.ledger.overhead.p95")
+        bench.target(
+            "pg_ledger_overhead",
+            "PostgreSQL: ledger overhead (start + finish, with the daily rollup) < 2 ms p95",
+            _meets(p95, lambda x: x < 2.0),
+            f"p95 {fmt(p95)} ms",
+        )
+        rows, slowest = v("pg.report.rows"), max(v(f"pg.report.{b}_s") or 0.0 for b in ("day", "month", "route"))
+        bench.target(
+            "pg_report_10m",
+            "PostgreSQL: report over 10 million ledger rows < 1 s",
+            None if rows is None or rows < 10_000_000 else slowest < 1.0,
+            f"{fmt(slowest, 3)} s (slowest of by day / month / route) over {int(rows or 0):,} rows",
+        )
     if "server" in sel:
         levels = bench.options.sessions
         one = v("server.sessions_1.total_tokens_per_s")

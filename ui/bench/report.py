@@ -15,6 +15,7 @@ TITLES = {
     "cache": "Follow-up turns: prompt caching",
     "faq": "FAQ fast path",
     "ledger": "Ledger overhead and report time",
+    "postgres": "PostgreSQL: ledger overhead, write patterns and reports at scale",
     "server": "Concurrent chat sessions through the server",
     "accounting": "Accuracy of the compute-seconds accounting",
     "worker": "The model worker process: cost of the hop per token and per request",

@@ -8,7 +8,20 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from ui.bench import accounting, cache, decode, engines, guard, limits, report, server, system, threads, worker
+from ui.bench import (
+    accounting,
+    cache,
+    decode,
+    engines,
+    guard,
+    limits,
+    postgres,
+    report,
+    server,
+    system,
+    threads,
+    worker,
+)
 from ui.bench.core import SECTIONS, Bench, BenchOptions, Shared, judge_targets
 
 SectionFn = Callable[[Bench, Shared], None]
@@ -19,6 +32,7 @@ FUNCTIONS: dict[str, SectionFn] = {
     "cache": cache.follow_up_cache,
     "faq": system.faq,
     "ledger": system.ledger,
+    "postgres": postgres.postgres,
     "server": server.concurrency,
     "accounting": accounting.accounting,
     "worker": worker.worker_hop,

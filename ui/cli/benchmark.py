@@ -38,6 +38,13 @@ from ui.cli.common import friendly_errors
 )
 @click.option("--ledger-rows", type=click.IntRange(1), default=None, help="Ledger rows for the report timing.")
 @click.option(
+    "--database-url",
+    default=None,
+    envvar="FIRSTLINE_BENCH_DATABASE_URL",
+    help="PostgreSQL for the postgres section (a scratch schema, dropped afterwards); make bench starts one.",
+)
+@click.option("--pg-rows", type=click.IntRange(1), default=None, help="Ledger rows for the PostgreSQL report (10M).")
+@click.option(
     "--sessions",
     default=None,
     help="Comma-separated concurrency levels for the server and engines sections (default 1,4,16 and "
@@ -75,6 +82,8 @@ def bench(
     gen_tokens: int | None,
     threads: int | None,
     ledger_rows: int | None,
+    database_url: str | None,
+    pg_rows: int | None,
     sessions: str | None,
     llama_bench: Path | None,
     gpu_results: Path | None,
@@ -97,6 +106,8 @@ def bench(
         reps=reps,
         gen_tokens=gen_tokens,
         ledger_rows=ledger_rows,
+        database_url=database_url,
+        pg_rows=pg_rows,
         sessions=levels,
         engine_sessions=levels,
         llama_bench=llama_bench,

@@ -125,10 +125,11 @@ def tickets() -> None:
 def tickets_list(status: str | None, data_dir: Path | None, as_json: bool) -> None:
     """List tickets, oldest first."""
     from bot.tickets import TicketStore
+    from usage.db import exists
 
     path = database_path(data_dir)
     rows = []
-    if path.exists():  # a read: no database is created for it
+    if exists(path):  # a read: no database is created for it
         store = TicketStore(path)
         try:
             rows = store.list(status=status)
@@ -165,9 +166,10 @@ def tickets_list(status: str | None, data_dir: Path | None, as_json: bool) -> No
 def tickets_show(ticket_id: str, data_dir: Path | None, as_json: bool) -> None:
     """One ticket: its state, summary, the conversation's messages and the ticket's events."""
     from bot.tickets import TicketError, TicketStore
+    from usage.db import exists
 
     path = database_path(data_dir)
-    if not path.exists():
+    if not exists(path):
         fail(f"no ticket {ticket_id!r} (no database at {path})", 2)
     store = TicketStore(path)
     try:

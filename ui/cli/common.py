@@ -50,12 +50,13 @@ class DecimalType(click.ParamType):
 DECIMAL = DecimalType()
 
 
-def database_path(data_dir: Path | None) -> Path:
-    """The database file of a data directory, resolved as the rest of firstline does (nothing is created)."""
+def database_path(data_dir: Path | None) -> Path | str:
+    """The store of a data directory, resolved as the rest of firstline does (nothing is created): its SQLite
+    file, or the PostgreSQL URL of FIRSTLINE_DATABASE_URL. Test it with `usage.db.exists`."""
     from bot.settings import BotSettings
 
     settings = BotSettings() if data_dir is None else BotSettings(data_dir=data_dir)
-    return settings.database_path
+    return settings.database
 
 
 def data_dir_option(func: F) -> F:

@@ -46,23 +46,25 @@ def _data_dir(func: Callable[..., Any]) -> Callable[..., Any]:
     )(func)
 
 
-def data_paths(data_dir: Path | None) -> tuple[Path, Path]:
-    """(data directory, database path) as the rest of firstline resolves them."""
+def data_paths(data_dir: Path | None) -> tuple[Path, Path | str]:
+    """(data directory, database: SQLite path or PostgreSQL URL) as the rest of firstline resolves them."""
     from bot.settings import BotSettings
 
     settings = BotSettings() if data_dir is None else BotSettings(data_dir=data_dir)
-    return settings.data_dir, settings.database_path
+    return settings.data_dir, settings.database
 
 
-def load_book(data_dir: Path) -> ProfileBook:
+def load_book(data_dir: Path, database: Path | str | None = None) -> ProfileBook:
     """The data directory's pricing profiles (versions synced once the database exists). A read: without a
     pricing.toml the defaults apply and nothing is written."""
+    from usage.db import exists
     from usage.profiles import load_profiles
 
-    return load_profiles(data_dir, sync_history=(data_dir / "firstline.db").exists(), create=False)
+    database = database or data_dir / "firstline.db"
+    return load_profiles(data_dir, sync_history=exists(database), create=False, database=database)
 
 
-def resolve_profile(book: ProfileBook, db_path: Path, name: str | None) -> Profile:
+def resolve_profile(book: ProfileBook, db_path: Path | str, name: str | None) -> Profile:
     """A profile by name, `name@version` (from the version history), or the active one."""
     from usage.profiles import active_profile, profile_version
 
@@ -76,8 +78,9 @@ def resolve_profile(book: ProfileBook, db_path: Path, name: str | None) -> Profi
     current = book.get(base)
     if int(version) == current.version:
         return current
-    if db_path.exists():
-        from usage.db import connect
+    from usage.db import connect, exists
+
+    if exists(db_path):
         from usage.provisioning import has_table
 
         db = connect(db_path, readonly=True)
@@ -112,21 +115,30 @@ def report(
     as_json: bool,
 ) -> None:
     """Cost report from the ledger: requests, compute, latency and cost, re-priced under any profile."""
+    from bot.outcomes import ConversationOutcomes
+    from usage.db import exists
     from usage.reports import build_report, parse_when, prepare
 
     directory, db_path = data_paths(data_dir)
-    book = load_book(directory)
+    book = load_book(directory, db_path)
     chosen = resolve_profile(book, db_path, profile)
-    if db_path.exists():
+    if exists(db_path):
         prepare(db_path)
-    result = build_report(
-        db_path,
-        chosen,
-        by=by,
-        since=parse_when(since),
-        until=parse_when(until, end=True),
-        assumptions=book.assumptions,
-    )
+    # conversations and tickets are counted by their owners (bot); only where a database exists already
+    facts = ConversationOutcomes.open(db_path) if exists(db_path) else None
+    try:
+        result = build_report(
+            db_path,
+            chosen,
+            by=by,
+            since=parse_when(since),
+            until=parse_when(until, end=True),
+            assumptions=book.assumptions,
+            facts=facts,
+        )
+    finally:
+        if facts is not None:
+            facts.close()
     if as_json or fmt == "json":
         emit(result.to_json())
     elif fmt == "csv":
@@ -198,7 +210,7 @@ def project(days: int, data_dir: Path | None, as_json: bool) -> None:
     from usage.planning import project as run_projection
 
     directory, db_path = data_paths(data_dir)
-    payload = run_projection(db_path, load_book(directory), days=days).as_dict()
+    payload = run_projection(db_path, load_book(directory, db_path), days=days).as_dict()
     if as_json:
         emit(payload)
         return
@@ -221,8 +233,8 @@ def profiles(data_dir: Path | None, as_json: bool) -> None:
     """List the pricing profiles (pricing.toml in the data directory) and their budgets."""
     from usage.profiles import active_profile, pricing_path, profile_fields
 
-    directory, _ = data_paths(data_dir)
-    book = load_book(directory)
+    directory, db_path = data_paths(data_dir)
+    book = load_book(directory, db_path)
     active = active_profile(book).name
     items = []
     for name, p in book.profiles.items():
@@ -251,11 +263,12 @@ def profiles(data_dir: Path | None, as_json: bool) -> None:
 def budget(data_dir: Path | None, as_json: bool) -> None:
     """The budget step now (normal, warn, short_answers, faq_only, escalate) for the active profile."""
     from usage.budgets import BudgetGuard, unspent_status
+    from usage.db import exists
     from usage.profiles import active_profile
 
     directory, db_path = data_paths(data_dir)
-    book = load_book(directory)
-    if not db_path.exists():  # nothing spent yet; a read creates no database
+    book = load_book(directory, db_path)
+    if not exists(db_path):  # nothing spent yet; a read creates no database
         payload = unspent_status(book, active_profile(book).name).as_dict()
     else:
         guard = BudgetGuard(db_path, book, profile=active_profile(book).name)

@@ -1,6 +1,8 @@
-"""Generates docs/settings.md (from the settings classes) and docs/cli.md (from every `--help`), so they never drift.
+"""Generates docs/settings.md (from the settings classes), docs/cli.md (from every `--help`) and docs/schema.md
+(from the migrations), so they never drift.
 
-`make docs` runs `python -m ui.cli.docs`; tests/test_docs.py fails when either file is stale.
+`make docs` runs `python -m ui.cli.docs`; tests/test_docs.py fails when any of them is stale, and
+tests/test_schema.py holds the schema's ownership rules (one owning module per table).
 """
 
 from __future__ import annotations
@@ -25,6 +27,25 @@ SETTINGS = [
 DOCS = Path(__file__).resolve().parents[2] / "docs"
 SETTINGS_DOC = DOCS / "settings.md"
 CLI_DOC = DOCS / "cli.md"
+SCHEMA_DOC = DOCS / "schema.md"
+STORE_PACKAGES = ("bot", "ui", "usage")
+PER_HOST = {"firstline.knowledge"}  # sets that stay in the data directory's SQLite file on every host
+# modules that may read (never write) a table they do not own, with the reason; tests/test_schema.py holds it
+READERS = {
+    "requests": {
+        "usage.reports": "cost reports aggregate the ledger's rows (same package)",
+        "usage.planning": "projections start from the ledger's first row (same package)",
+        "ui.bench.system": "the benchmark times a bare report query on its scratch database",
+        "ui.bench.server": "the benchmark counts the requests a load run produced",
+        "usage.sharing": "processor-sharing billing, called by the Ledger inside its transaction (same package)",
+        "usage.feedback": "an answer's rating groups by its ledger request's route (same package)",
+    },
+    "tickets": {"bot.inbox": "the staff inbox's queue, search and earlier tickets (read only)"},
+    "ticket_events": {"bot.inbox": "the inbox searches the tickets' notes (read only)"},
+    "messages": {"bot.inbox": "waiting times, unread counts and search over the tickets' conversations (read only)"},
+    "requests_daily": {"usage.reports": "reports read closed days from the rollup (same package)"},
+    "instances": {"usage.provisioning": "open periods end at their process's last heartbeat (same package)"},
+}
 WIDTH = 100  # help text wrapped as on a 100-column terminal, whatever terminal runs `make docs`
 
 
@@ -97,8 +118,117 @@ def cli_markdown() -> str:
     return "\n".join(lines)
 
 
+def migration_sets() -> dict[str, tuple[str, Any]]:
+    """Every migration set in the code: name -> (module that defines its migrations, the Migrations object)."""
+    import pkgutil
+
+    from sqlite_utils.migrations import Migrations
+
+    root = Path(__file__).resolve().parents[2]
+    found: dict[str, tuple[str, Any]] = {}
+    for package in STORE_PACKAGES:
+        for info in pkgutil.walk_packages([str(root / package)], package + "."):
+            source = root / (info.name.replace(".", "/") + ("/__init__.py" if info.ispkg else ".py"))
+            if info.name.endswith("__main__") or "Migrations(" not in source.read_text(encoding="utf-8"):
+                continue
+            for value in vars(importlib.import_module(info.name)).values():
+                if isinstance(value, Migrations) and value._migrations:
+                    found[value.name] = (value._migrations[0].fn.__module__, value)
+    return dict(sorted(found.items()))
+
+
+def schema_tables() -> dict[str, dict[str, Any]]:
+    """Apply every migration set to an empty SQLite database; per table its owner, set, columns and indexes.
+
+    Raises ValueError when two sets create the same table (every table has one owning module)."""
+    import sqlite3
+    import tempfile
+
+    from usage.db import connect
+
+    sets = migration_sets()
+    tables: dict[str, dict[str, Any]] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        db = connect(Path(tmp) / "schema.db")
+        pending = list(sets)
+        while pending:  # a set whose migrations need another set's tables (indexes on them) waits for it
+            progress = False
+            for name in list(pending):
+                before = _table_names(db)
+                try:
+                    sets[name][1].apply(db)
+                except sqlite3.OperationalError:
+                    continue
+                pending.remove(name)
+                progress = True
+                for table in sorted(_table_names(db) - before):
+                    tables[table] = {"owner": sets[name][0], "set": name}
+            if not progress:
+                raise ValueError(f"migration sets that cannot be applied: {pending}")
+        for table, info in tables.items():
+            info["columns"] = [
+                (r[1], r[2] or "", bool(r[3]), r[4], int(r[5]))
+                for r in db.execute(f"PRAGMA table_info({table})").fetchall()
+            ]
+            info["indexes"] = [
+                (r[1], [c[2] for c in db.execute(f"PRAGMA index_info({r[1]})").fetchall()], bool(r[2]))
+                for r in db.execute(f"PRAGMA index_list({table})").fetchall()
+                if not r[1].startswith("sqlite_autoindex")
+            ]
+        db.close()
+    return dict(sorted(tables.items()))
+
+
+def _table_names(db: Any) -> set[str]:
+    rows = db.execute("PRAGMA table_list").fetchall()
+    return {r[1] for r in rows if r[2] in ("table", "virtual") and not r[1].startswith(("sqlite_", "_sqlite"))}
+
+
+def schema_markdown() -> str:
+    """The Markdown text of docs/schema.md."""
+    sets, tables = migration_sets(), schema_tables()
+    lines = [
+        "# Database schema",
+        "",
+        "Generated from the migrations by `make docs` (`python -m ui.cli.docs`); do not edit by hand.",
+        "Every table has one owning module: the only module that defines, writes and deletes its rows",
+        "(tests/test_schema.py checks the code for writes elsewhere). Other modules use the owner's methods.",
+        "The same migrations run on SQLite and on PostgreSQL (usage/db.py, usage/pg.py): text columns are",
+        '`TEXT COLLATE "C"`, integers `BIGINT`, floats `DOUBLE PRECISION`, an integer primary key an identity',
+        "column there. Timestamps are ISO 8601 UTC text with microseconds (`2026-11-29T13:45:00.123456Z`),",
+        "which sorts and compares as time on both.",
+        "",
+        "## Migration sets",
+        "",
+        "| set | owner | migrations | store |",
+        "|---|---|---|---|",
+    ]
+    for name, (owner, migrations) in sets.items():
+        applied = ", ".join(f"`{m.name}`" for m in migrations._migrations)
+        store = "per-host SQLite index" if name in PER_HOST else "shared store"
+        lines.append(f"| `{name}` | `{owner}` | {applied} | {store} |")
+    lines.append("")
+    for table, info in tables.items():
+        lines += [f"## `{table}`", "", f"Owner: `{info['owner']}` (set `{info['set']}`)."]
+        for reader, why in READERS.get(table, {}).items():
+            lines.append(f"Read by `{reader}`: {why}.")
+        lines.append("")
+        if info["columns"]:
+            lines += ["| column | type | not null | default | primary key |", "|---|---|---|---|---|"]
+            for col, kind, notnull, default, pk in info["columns"]:
+                dflt = "" if default is None else f"`{default}`"
+                lines.append(f"| `{col}` | {kind or '-'} | {'yes' if notnull else ''} | {dflt} | {pk or ''} |")
+            lines.append("")
+        for index, cols, unique in info["indexes"]:
+            lines.append(f"- {'unique ' if unique else ''}index `{index}` on ({', '.join(cols)})")
+        if info["indexes"]:
+            lines.append("")
+    return "\n".join(lines)
+
+
 def main() -> None:
-    for path, text in ((SETTINGS_DOC, settings_markdown()), (CLI_DOC, cli_markdown())):
+    docs = ((SETTINGS_DOC, settings_markdown()), (CLI_DOC, cli_markdown()), (SCHEMA_DOC, schema_markdown()))
+    for path, text in docs:
         path.write_text(text, encoding="utf-8")
         print(f"wrote {path}")
 

@@ -172,7 +172,7 @@ def eval_command(
             judge.close()
     payload = evaluation.report(results)
     # what customers said about the live bot's answers (chat thumbs, ratings after a ticket), beside the scores
-    rated = feedback(services.bot_settings.database_path)
+    rated = feedback(services.bot_settings.database)
     payload["feedback"] = rated.as_dict() if rated is not None else None
     if out is not None:
         write_rows(out, payload["rows"])

@@ -32,10 +32,22 @@ def housekeeping(older_than_days: float | None, dry_run: bool, data_dir: Path | 
     days = older_than_days if older_than_days is not None else HousekeepingSettings().retention_days
     if days <= 0:
         fail("--older-than-days must be positive", 2)
+    from ui.auth import UserStore
+    from usage.db import exists
+
     settings = BotSettings() if data_dir is None else BotSettings(data_dir=data_dir)
-    if not settings.database_path.exists():
-        fail(f"no database at {settings.database_path} (check --data-dir / FIRSTLINE_DATA_DIR)", 2)
-    report = purge(settings.database_path, days, dry_run=dry_run)
+    if not exists(settings.database):
+        fail(f"no database at {settings.database} (check --data-dir / FIRSTLINE_DATA_DIR)", 2)
+    users = UserStore(settings.database)
+    try:
+        report = purge(
+            settings.database,
+            days,
+            dry_run=dry_run,
+            expire_sessions=lambda dry: users.delete_expired_sessions(dry_run=dry),
+        )
+    finally:
+        users.close()
     if as_json:
         emit(report.as_dict())
         return
@@ -62,9 +74,10 @@ def _password(password_stdin: bool) -> str:
 
 def _user_store(data_dir: Path | None, *, must_exist: bool = True) -> Any:
     from ui.auth import UserStore
+    from usage.db import exists
 
     path = database_path(data_dir)
-    if must_exist and not path.exists():
+    if must_exist and not exists(path):
         fail(f"no database at {path} (check --data-dir / FIRSTLINE_DATA_DIR)", 2)
     return UserStore(path)
 
@@ -106,7 +119,9 @@ def doctor(data_dir: Path | None, as_json: bool) -> None:
 
     checks = model_checks(ModelSettings(), ServerSettings().model_backend)
     settings = BotSettings() if data_dir is None else BotSettings(data_dir=data_dir)
-    checks.append(Check("database", *_database_ok(settings.database_path)))
+    checks.append(Check("database", *_database_ok(settings.database)))
+    if settings.database != settings.database_path:  # PostgreSQL: the knowledge-base index stays in SQLite here
+        checks.append(Check("knowledge-base index", *_database_ok(settings.database_path)))
     if as_json:
         emit({"checks": [c.as_dict() for c in checks], "ok": all(c.ok for c in checks)})
     else:
@@ -116,24 +131,27 @@ def doctor(data_dir: Path | None, as_json: bool) -> None:
         raise SystemExit(1)
 
 
-def _database_ok(path: Path) -> tuple[bool, str]:
-    """The database opens (created if new) and SQLite's quick_check passes."""
-    from usage.db import connect
+def _database_ok(target: Path | str) -> tuple[bool, str]:
+    """The database opens (a SQLite file is created if new) and its check passes: SQLite's quick_check, or a
+    query on PostgreSQL (named without its password)."""
+    from usage.db import connect, is_postgres
     from usage.errors import StorageError
+    from usage.pg import redact
 
+    shown = redact(str(target)) if is_postgres(target) else str(target)
     try:
-        db = connect(path)
+        db = connect(target)
         try:
-            result = db.execute("PRAGMA quick_check").fetchone()[0]
+            result = db.execute("PRAGMA quick_check" if db.dialect == "sqlite" else "SELECT 'ok'").fetchone()[0]
         finally:
             db.close()
     except (StorageError, OSError) as exc:
         return False, str(exc)
     except Exception as exc:  # sqlite3.DatabaseError: not a database, corrupt
-        return False, f"cannot open database {path}: {exc}"
+        return False, f"cannot open database {shown}: {exc}"
     if result != "ok":
-        return False, f"{path}: quick_check reports {result}"
-    return True, f"{path} opens, quick_check ok"
+        return False, f"{shown}: quick_check reports {result}"
+    return True, f"{shown} opens, quick_check ok" if not is_postgres(target) else f"{shown} opens, a query answers"
 
 
 @users.command("list")
@@ -143,7 +161,9 @@ def _database_ok(path: Path) -> tuple[bool, str]:
 def users_list(data_dir: Path | None, as_json: bool) -> None:
     """List the logins: name, role, created, disabled, open sessions."""
     rows: list[dict[str, Any]] = []
-    if database_path(data_dir).exists():  # a read: no database is created for it
+    from usage.db import exists
+
+    if exists(database_path(data_dir)):  # a read: no database is created for it
         store = _user_store(data_dir)
         try:
             rows = [{**r, "disabled": bool(r["disabled"])} for r in store.users()]

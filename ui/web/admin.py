@@ -25,6 +25,7 @@ import gradio as gr
 import pandas as pd
 from fastapi import FastAPI
 
+from bot.outcomes import ConversationOutcomes
 from ui.app import Services
 from ui.web.access import ADMIN_PATH, mount_protected, require_role
 from ui.web.admin_views import (
@@ -48,6 +49,7 @@ from ui.web.admin_views import (
 )
 from usage.alerts import Alert, AlertDispatcher, AlertSettings
 from usage.budgets import BudgetGuard
+from usage.db import exists
 from usage.drilldown import conversations_of, requests_of
 from usage.ledger import utcnow
 from usage.planning import estimate, project, span_text
@@ -76,7 +78,7 @@ class Dashboard:
     def __init__(self, services: Services) -> None:
         self.services = services
         self.data_dir = Path(services.bot_settings.data_dir)
-        self.db_path = Path(services.bot_settings.database_path)
+        self.db_path = services.bot_settings.database  # a SQLite path or a PostgreSQL URL
         self._lock = threading.Lock()
         self._guard: BudgetGuard | None = getattr(services, "budget", None)
         # budget alerts (e-mail / webhook); the guard wakes the dispatcher when a step changes
@@ -85,7 +87,7 @@ class Dashboard:
             self._guard.listeners.append(self.alerts.wake)
 
     def book(self) -> ProfileBook:
-        return load_profiles(self.data_dir, sync_history=self.db_path.exists())
+        return load_profiles(self.data_dir, sync_history=exists(self.db_path), database=self.db_path)
 
     def guard(self, book: ProfileBook) -> BudgetGuard:
         with self._lock:
@@ -96,9 +98,14 @@ class Dashboard:
                 self._guard.update(book)
             return self._guard
 
+    def facts(self) -> ConversationOutcomes | None:
+        """Conversations and tickets counted by their stores (None: the report counts from the ledger)."""
+        store, tickets = getattr(self.services, "store", None), getattr(self.services, "tickets", None)
+        return ConversationOutcomes(store, tickets) if store is not None and tickets is not None else None
+
     def report(self, since: str, until: str, by: str, profile: str) -> tuple[Report, ProfileBook]:
         book = self.book()
-        if self.db_path.exists():
+        if exists(self.db_path):
             prepare(self.db_path)
         chosen = book.get(profile) if profile else book.active_profile
         result = build_report(
@@ -108,6 +115,7 @@ class Dashboard:
             since=parse_when(since or None),
             until=parse_when(until or None, end=True),
             assumptions=book.assumptions,
+            facts=self.facts(),
         )
         return result, book
 
@@ -141,7 +149,7 @@ def model_markdown(dash: Dashboard, report: Report) -> str:
     from usage.provisioning import current_state
 
     state = None
-    if dash.db_path.exists():
+    if exists(dash.db_path):
         db = connect(dash.db_path, readonly=True)
         try:
             state = current_state(db)
@@ -217,7 +225,7 @@ def save_pricing(dash: Dashboard, text: str) -> ProfileBook:
     )
     merged.get(merged.active)
     save_profiles(merged)
-    return sync_versions(dash.db_path, merged) if dash.db_path.exists() else merged
+    return sync_versions(dash.db_path, merged) if exists(dash.db_path) else merged
 
 
 def transcript_markdown(services: Services, conversation_id: str) -> str:

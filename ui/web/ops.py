@@ -36,7 +36,8 @@ from prometheus_client.registry import Collector
 
 from models.types import ChatMessage
 from ui.app import Services
-from usage.db import connect
+from usage.db import connect, is_postgres
+from usage.pg import redact
 from usage.reports import LATENCY_EDGES
 
 log = logging.getLogger(__name__)
@@ -66,11 +67,12 @@ class Readiness:
         return all(c["ok"] for c in checks), checks
 
     def _database(self) -> dict[str, Any]:
-        path = self.services.bot_settings.database_path
+        target = self.services.bot_settings.database  # SQLite file or PostgreSQL URL
+        path = redact(str(target)) if is_postgres(target) else target
         try:
-            db = connect(path, readonly=True)
+            db = connect(target, readonly=True)
             try:
-                tables = db.execute("SELECT count(*) FROM sqlite_master WHERE type = 'table'").fetchone()[0]
+                tables = len(db.table_names())
             finally:
                 db.close()
         except Exception as exc:  # any failure to open or read is "not ready", with the cause

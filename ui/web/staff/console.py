@@ -45,7 +45,7 @@ Out = dict[Any, Any]
 
 def build_staff_app(services: Services) -> gr.Blocks:
     """The staff console as a Gradio Blocks app."""
-    db_path = services.bot_settings.database_path
+    db_path = services.bot_settings.database
     suggestions = SuggestionStore(db_path, services.knowledge)
     inbox = InboxStore(db_path)
     canned = CannedReplyStore(db_path)
