@@ -457,6 +457,16 @@ class TicketStore(Store):
             cursors = each_in(db, "SELECT id FROM tickets WHERE conversation_id IN ({ids})", conversation_ids)
             return [r[0] for cur in cursors for r in cur.fetchall()]
 
+    def latest_of(self, conversation_ids: Sequence[str]) -> dict[str, tuple[str, str]]:
+        """The newest ticket (id, status) of each of these conversations that has one."""
+        out: dict[str, tuple[str, str]] = {}
+        with self.read() as db:
+            sql = "SELECT conversation_id, id, status FROM tickets WHERE conversation_id IN ({ids}) ORDER BY created_at"
+            for cur in each_in(db, sql, conversation_ids):
+                for conversation, ticket, status in cur.fetchall():
+                    out[conversation] = (ticket, status)  # later rows are newer
+        return out
+
     def count_events(self, ticket_ids: Sequence[str]) -> int:
         with self.read() as db:
             return count_in(db, "SELECT count(*) FROM ticket_events WHERE ticket_id IN ({ids})", ticket_ids)

@@ -8,6 +8,7 @@ as recorded (`cost_micros`, under the profile active when the request ran). Read
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -78,20 +79,24 @@ def requests_of(
 
 
 def conversations_of(
-    db_path: Path | str, by: str, key: str, since: datetime, until: datetime, *, limit: int = 100
+    db_path: Path | str,
+    by: str,
+    key: str,
+    since: datetime,
+    until: datetime,
+    *,
+    limit: int = 100,
+    tickets: Callable[[list[str]], dict[str, tuple[str, str]]] | None = None,
 ) -> list[dict[str, Any]]:
-    """The group's conversations, costliest first: requests, failures, compute, recorded cost, its ticket."""
+    """The group's conversations, costliest first: requests, failures, compute, recorded cost, and their
+    latest ticket as `tickets` (the ticket store's `latest_of`) tells."""
     db = _open(db_path)
     if db is None:
         return []
     cond, params = group_condition(by, key, since, until, db.dialect)
     try:
-        ticket = "NULL, NULL"
-        if has_table(db, "tickets"):
-            latest = "FROM tickets t WHERE t.conversation_id = g.conversation_id ORDER BY created_at DESC LIMIT 1"
-            ticket = f"(SELECT id {latest}), (SELECT status {latest})"
         rows = db.execute(
-            f"SELECT conversation_id, n, failed, mu, cost, first, last, {ticket} FROM (SELECT conversation_id, "
+            "SELECT conversation_id, n, failed, mu, cost, first, last FROM (SELECT conversation_id, "
             "count(*) AS n, sum(CASE WHEN status != 'completed' THEN 1 ELSE 0 END) AS failed, "
             f"sum({micro_seconds_sql(db)}) AS mu, "
             "sum(coalesce(cost_micros, 0)) AS cost, min(started_at) AS first, max(started_at) AS last "
@@ -100,6 +105,7 @@ def conversations_of(
         ).fetchall()
     finally:
         db.close()
+    latest = tickets([r[0] for r in rows]) if tickets is not None and rows else {}
     return [
         {
             "conversation_id": conv,
@@ -109,10 +115,10 @@ def conversations_of(
             "cost": money(from_micros(cost or 0)),
             "first": first,
             "last": last,
-            "ticket": ticket_id,
-            "ticket_status": ticket_status,
+            "ticket": latest.get(conv, (None, None))[0],
+            "ticket_status": latest.get(conv, (None, None))[1],
         }
-        for conv, n, failed, mu, cost, first, last, ticket_id, ticket_status in rows
+        for conv, n, failed, mu, cost, first, last in rows
     ]
 
 

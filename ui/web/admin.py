@@ -387,7 +387,9 @@ def build_admin_app(services: Services, *, with_dashboard: bool = False) -> Any:
             key = str(evt.row_value[0])
             key = "" if key == "(none)" else key
             by_, lo, hi = state["by"], datetime.fromisoformat(state["since"]), datetime.fromisoformat(state["until"])
-            convs = conversations_of(dash.db_path, by_, key, lo, hi)
+            tickets = getattr(dash.services, "tickets", None)
+            convs = conversations_of(dash.db_path, by_, key, lo, hi,
+                                     tickets=tickets.latest_of if tickets is not None else None)  # fmt: skip
             reqs = requests_of(dash.db_path, by_, key, lo, hi)
             head = (f"### {html.escape(by_)} {html.escape(key or '(none)')}: {len(convs)} conversation(s), "
                     f"{len(reqs)} request(s) shown (costs as recorded)")  # fmt: skip
