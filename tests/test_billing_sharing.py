@@ -189,3 +189,42 @@ def test_concurrent_answers_through_a_served_engine_bill_exactly_the_busy_time(d
     naive = sum(float(r[4]) for r in table)  # type: ignore[arg-type]
     assert billed == pytest.approx(busy, rel=0.01)  # the invariant
     assert naive > 1.3 * busy  # what summing the overlapping wall-clock times would have billed
+
+
+@pytest.mark.parametrize("store_kind", ["postgresql"], indirect=True)
+def test_postgres_daily_rollup_follows_the_re_billed_shares(data_dir: Path) -> None:
+    """PostgreSQL: finishing shared requests re-bills earlier ones (and settling makes them final); the daily
+    rollup that reports read for closed days moves with every re-bill, so it stays what the raw rows add up to."""
+    from conftest import db_rows, open_db, store_target
+
+    from usage.ledger import rebuild_rollup
+
+    target = store_target(data_dir)
+    ledger = Ledger(target, heartbeat=False)
+    try:
+        running = ledger.start(conversation_id="held", route="faq")  # keeps the windows open until it ends
+        now = time.time()
+        rids = []
+        for i in range(6):  # overlapping on two replicas, ending after `running` began: provisional
+            rid = ledger.start(conversation_id=f"c{i}", route="model")
+            replica = ("http://r1", "http://r2")[i % 2]
+            ledger.finish(rid, measurement=_served(replica, now - 10 + i, now + 1 + i))
+            rids.append(rid)
+        assert {_row(ledger, r)["billing"] for r in rids} == {"provisional"}
+        ledger.finish(running)
+        assert ledger.settle() == 6
+        assert {_row(ledger, r)["billing"] for r in rids} == {"final"}
+    finally:
+        ledger.close()
+    sums = (
+        "SELECT day, route, status, profile, sum(requests), sum(compute_micros), sum(cost_micros), "
+        "sum(prompt_tokens) FROM requests_daily GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4"
+    )
+    maintained = db_rows(target, sums)
+    db = open_db(target)
+    try:
+        rebuild_rollup(db)  # from the raw rows as they are billed now
+    finally:
+        db.close()
+    assert maintained == db_rows(target, sums)
+    assert sum(r[4] for r in maintained) == 7

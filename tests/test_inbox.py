@@ -18,10 +18,12 @@ from bot.tickets import REASON_LABELS, TicketError, TicketStore, allowed_actions
 from bot.types import Message
 from usage.ledger import iso, parse_iso
 
+pytestmark = pytest.mark.stores  # on SQLite and on PostgreSQL (tests/conftest.py)
+
 
 @pytest.fixture
-def stores(data_dir: Path) -> Iterator[tuple[TicketStore, InboxStore]]:
-    db = data_dir / "firstline.db"
+def stores(database: Path | str) -> Iterator[tuple[TicketStore, InboxStore]]:
+    db = database
     tickets = TicketStore(db, conversations=ConversationStore(db))
     inbox = InboxStore(db)
     yield tickets, inbox
@@ -178,8 +180,8 @@ def test_the_summary_follows_the_conversation(stores: tuple[TicketStore, InboxSt
     assert tickets.get(t.id).summary == updated.summary  # stored, not only returned
 
 
-def test_canned_replies_per_language(data_dir: Path) -> None:
-    store = CannedReplyStore(data_dir / "firstline.db")
+def test_canned_replies_per_language(database: Path | str) -> None:
+    store = CannedReplyStore(database)
     try:
         en = store.save("/Greeting", "en", "Hello, how can I help?", "sam")
         de = store.save("greeting", "de", "Guten Tag, wie kann ich helfen?", "sam")

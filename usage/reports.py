@@ -810,6 +810,7 @@ def outcomes(
                 params,
             ).fetchone()
             source = "ledger"
+        rated = summarize_feedback(db, since, until)
     finally:
         db.close()
     handled, staff_s = _staff_time(facts.staff_intervals(*params), since, until) if facts else (None, None)
@@ -826,7 +827,7 @@ def outcomes(
         minutes,
         minutes_source,
         a.staff_hourly_cost,
-        feedback=summarize_feedback(db, since, until),
+        feedback=rated,
     )
 
 
