@@ -30,9 +30,17 @@ exec 9>/tmp/firstline-postgres.lock
 flock 9
 
 if [ ! -x "/usr/lib/postgresql/$VERSION/bin/postgres" ] || ! command -v pg_ctlcluster >/dev/null 2>&1; then
+  # the downloaded packages stay in ~/.cache/firstline/apt: a fresh CI machine with that cache installs
+  # them without downloading (and without `apt-get update` when every dependency is cached)
+  cache="${XDG_CACHE_HOME:-$HOME/.cache}/firstline/apt"
+  mkdir -p "$cache/partial"
   echo "postgres.sh: installing Debian's postgresql-$VERSION ..." >&2
-  $SUDO apt-get update -qq >&2
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "postgresql-$VERSION" >/dev/null
+  export DEBIAN_FRONTEND=noninteractive
+  if ! compgen -G "$cache/*.deb" >/dev/null ||
+     ! $SUDO apt-get install -y -qq -o Dir::Cache::archives="$cache" "$cache"/*.deb >/dev/null 2>&1; then
+    $SUDO apt-get update -qq >&2
+    $SUDO apt-get install -y -qq -o Dir::Cache::archives="$cache" "postgresql-$VERSION" >/dev/null
+  fi
 fi
 if ! pg_lsclusters -h | awk -v v="$VERSION" -v c="$CLUSTER" '$1==v && $2==c {f=1} END {exit !f}'; then
   $SUDO pg_createcluster "$VERSION" "$CLUSTER" >&2 9>&-

@@ -132,7 +132,7 @@ ROLLUP_SHARDS = 16
 
 
 @migrations()
-def m006_daily_rollup(db: Database) -> None:
+def m007_daily_rollup(db: Database) -> None:
     columns: dict[str, type] = {k: str for k in ROLLUP_KEY} | {"profile_version": int, "shard": int}
     columns |= {k: int for k in ROLLUP_SUMS} | {"prefill_s": float, "decode_s": float, "retrieval_s": float}
     db.table("requests_daily").create(columns, pk=ROLLUP_KEY, not_null=set(columns))
