@@ -172,11 +172,14 @@ class ConversationStore(Store):
 
     def outcome_counts(
         self, since: str, until: str, escalated_elsewhere: set[str], resolved_tickets: set[str]
-    ) -> tuple[int, int, int]:
+    ) -> tuple[int, int, int] | None:
         """(started in [since, until), escalated, resolved): escalated by status `human` or by being in
-        `escalated_elsewhere` (a ticket, a human-routed request); resolved: not escalated, or a resolved ticket."""
+        `escalated_elsewhere` (a ticket, a human-routed request); resolved: not escalated, or a resolved ticket.
+        None when the store never held a conversation (a ledger written without the bot: count from the ledger)."""
         period = "created_at >= ? AND created_at < ?"
         with self.read() as db:
+            if db.execute("SELECT 1 FROM conversations LIMIT 1").fetchone() is None:
+                return None
             n, human = db.execute(
                 f"SELECT count(*), coalesce(sum(CASE WHEN status = 'human' THEN 1 ELSE 0 END), 0) FROM conversations "
                 f"WHERE {period}",
