@@ -253,3 +253,48 @@ def test_postgres_ledger_rows_land_in_monthly_partitions(data_dir: Path) -> None
                "VALUES ('old', 'c', 'model', 'completed', '2001-01-01T00:00:00.000000Z', 'x')")  # fmt: skip
     [(where,)] = db_rows(db_path, "SELECT tableoid::regclass::text FROM requests WHERE request_id = 'old'")
     assert where.endswith("requests_default")
+
+
+def test_billing_counts_read_only_the_provisional_and_estimated_rows(data_dir: Path, store_kind: str) -> None:
+    """The report's note on provisional / estimated requests counts them through partial indexes that hold
+    only those rows (a report over many closed days used to count every row of the period for it)."""
+    from datetime import timedelta
+
+    from usage.db import connect
+    from usage.sharing import billing_counts
+
+    target = store_target(data_dir)
+    ledger = Ledger(target, heartbeat=False)
+    ids = [ledger.start(conversation_id=f"c{i}", route="model") for i in range(6)]
+    for rid in ids:
+        ledger.finish(rid, measurement=Measurement(prefill_s=0.1, decode_s=0.2))
+    ledger.close()
+    billing = ["provisional", "provisional", "final", "final", "measured", "measured"]
+    for rid, how, estimated in zip(ids, billing, [1, 0, 0, 1, 1, 0], strict=True):
+        db_execute(target, "UPDATE requests SET billing = ?, estimated = ? WHERE request_id = ?", [how, estimated, rid])
+    since, until = iso(utcnow() - timedelta(days=1)), iso(utcnow() + timedelta(days=1))
+    db = connect(target)
+    try:
+        assert billing_counts(db, since, until) == {"provisional": 2, "estimated": 3}
+        assert billing_counts(db, until, iso(utcnow() + timedelta(days=2))) == {"provisional": 0, "estimated": 0}
+        if store_kind == "postgresql":  # the planner can answer both counts from the partial indexes alone
+            db.execute("SET enable_seqscan = off")
+            for where, predicate in (("billing = 'provisional'", "provisional"), ("estimated = 1", "estimated = 1")):
+                # the partitions' copies of a partial index get generated names: find them by their predicate
+                partial = {r[0] for r in db.execute(
+                    "SELECT indexname FROM pg_indexes WHERE schemaname = current_schema() AND indexdef LIKE ?",
+                    [f"%WHERE%{predicate}%"]).fetchall()}  # fmt: skip
+                plan = " ".join(r[0] for r in db.execute(
+                    f"EXPLAIN SELECT count(*) FROM requests WHERE {where} AND started_at >= ? AND started_at < ?",
+                    [since, until]).fetchall())  # fmt: skip
+                assert partial and any(f" {name} " in f"{plan} " for name in partial), (plan, partial)
+        else:
+            for where in ("billing = 'provisional'", "estimated = 1"):
+                plan = " ".join(str(r[-1]) for r in db.execute(
+                    f"EXPLAIN QUERY PLAN SELECT count(*) FROM requests WHERE {where} AND started_at >= ? "
+                    "AND started_at < ?", [since, until]).fetchall())  # fmt: skip
+                # an index that holds only those rows (the partial ones, or #16's index on billing), never a
+                # walk over the period's rows by started_at
+                assert plan.startswith("SEARCH") and "idx_requests_started_at" not in plan, plan
+    finally:
+        db.close()

@@ -225,6 +225,13 @@ class Store:
             yield db
 
     @contextmanager
+    def statement(self) -> Iterator[DB]:
+        """One write statement that is atomic by itself (SQLite: a write transaction; PostgreSQL: autocommit on a
+        pooled connection, which saves the BEGIN and COMMIT round trips; inside an open transaction: joins it)."""
+        with self._shared.read() if self.postgres else self._shared.write() as db:
+            yield db
+
+    @contextmanager
     def read(self) -> Iterator[DB]:
         """Reads (SQLite: serialized on the shared connection; PostgreSQL: a pooled connection)."""
         with self._shared.read() as db:

@@ -140,6 +140,15 @@ def m007_daily_rollup(db: Database) -> None:
         rebuild_rollup(db)  # rows written before this migration
 
 
+@migrations()
+def m008_billing_indexes(db: Database) -> None:
+    # the report's note on provisional and estimated requests (usage.sharing.billing_counts) counts only those
+    # rows through these partial indexes: work in proportion to them, not to the period's rows (on
+    # PostgreSQL the index is created on every monthly partition)
+    db.execute("CREATE INDEX requests_provisional ON requests (started_at) WHERE billing = 'provisional'")
+    db.execute("CREATE INDEX requests_estimated ON requests (started_at) WHERE estimated = 1")
+
+
 def rollup_select(where: str = "1=1") -> str:
     """SQL that aggregates finished raw rows into rollup rows (all in one shard: 0)."""
     micro = "greatest(0, floor(coalesce(compute_s, latency_s, 0) * 1000000 + 0.5)::bigint)"
@@ -173,14 +182,35 @@ def _rollup_key(row: dict[str, Any], shard: int) -> list[Any]:
             row["profile"] or "", row["profile_version"] or 0, shard]  # fmt: skip
 
 
+_ROLLUP_ADD = f"ON CONFLICT ({', '.join(ROLLUP_KEY)}) DO UPDATE SET " + ", ".join(
+    f"{k} = requests_daily.{k} + EXCLUDED.{k}" for k in ROLLUP_SUMS
+)
+
+
 def _add_to_rollup(db: Any, key: list[Any], sums: list[Any]) -> None:
     """Add `sums` (ROLLUP_SUMS' order) to the rollup row of `key` (ROLLUP_KEY's order), creating it."""
     values = [*key, *sums]
-    added = ", ".join(f"{k} = requests_daily.{k} + EXCLUDED.{k}" for k in ROLLUP_SUMS)
     db.execute(
         f"INSERT INTO requests_daily ({', '.join(ROLLUP_KEY + ROLLUP_SUMS)}) VALUES "
-        f"({', '.join('?' for _ in values)}) ON CONFLICT ({', '.join(ROLLUP_KEY)}) DO UPDATE SET {added}",
+        f"({', '.join('?' for _ in values)}) {_ROLLUP_ADD}",
         values,
+    )
+
+
+def _finish_and_roll_sql(sets: str, shard: int) -> str:
+    """PostgreSQL: one statement that finishes a started row (`sets`, then the request id as its last
+    parameter), adds it to the rollup as `_roll` does, and returns the row: atomic by itself, so it needs no
+    transaction and costs one round trip."""
+    key = ("substr(started_at, 1, 10), route, status, coalesce(model_id, ''), coalesce(device, ''), "
+           f"coalesce(profile, ''), coalesce(profile_version, 0), {int(shard)}")  # fmt: skip
+    seconds = "coalesce(compute_s, latency_s)"
+    sums = (f"1, CASE WHEN {seconds} > 0 THEN floor({seconds} * 1000000 + 0.5)::bigint ELSE 0 END, cost_micros, "
+            "coalesce(prefill_s, 0), coalesce(decode_s, 0), coalesce(retrieval_s, 0), coalesce(prompt_tokens, 0), "
+            "coalesce(completion_tokens, 0)")  # fmt: skip
+    return (
+        f"WITH f AS (UPDATE requests SET {sets} WHERE request_id = ? AND status = 'started' RETURNING *), "
+        f"r AS (INSERT INTO requests_daily ({', '.join(ROLLUP_KEY + ROLLUP_SUMS)}) SELECT {key}, {sums} FROM f "
+        f"{_ROLLUP_ADD}) SELECT * FROM f"
     )
 
 
@@ -346,7 +376,7 @@ class Ledger(Store):
         if route not in ROUTES:
             raise LedgerError(f"unknown route {route!r}; expected one of {ROUTES}")
         rid = request_id or uuid.uuid4().hex
-        with self.write() as db:
+        with self.statement() as db:  # one INSERT: on PostgreSQL one round trip, no BEGIN / COMMIT
             db.table("requests").insert(
                 {
                     "request_id": rid,
@@ -408,8 +438,15 @@ class Ledger(Store):
             if route not in ROUTES:
                 raise LedgerError(f"unknown route {route!r}")
             values["route"] = route
+        sets = ", ".join(f'"{k}" = ?' for k in values)
+        if self.postgres and not m.shared:  # the common case: one statement, one round trip
+            with self.statement() as db:
+                cur = db.execute(_finish_and_roll_sql(sets, self.shard), [*values.values(), request_id])
+                found, names = cur.fetchone(), [d.name for d in cur.description]
+            if found is None:
+                raise LedgerError(f"request {request_id} is unknown or already finished")
+            return self._finished(dict(zip(names, found, strict=True)))
         with self.write() as db:
-            sets = ", ".join(f'"{k}" = ?' for k in values)
             sql = f"UPDATE requests SET {sets} WHERE request_id = ? AND status = 'started'"
             cur = db.execute(sql + (" RETURNING *" if self.postgres else ""), [*values.values(), request_id])
             if cur.rowcount != 1:
@@ -421,7 +458,9 @@ class Ledger(Store):
             if m.shared:  # its share of the replica's time, and the shares that this row's end made final
                 sharing.bill(db, m.replica, self.profile, on_rebill=self._rebill_hook(db))
                 finished = None  # re-billed: read back below
-        row = finished if finished is not None else self.get(request_id) or {}
+        return self._finished(finished if finished is not None else self.get(request_id) or {})
+
+    def _finished(self, row: dict[str, Any]) -> dict[str, Any]:
         for listener in self.listeners:  # after the commit
             try:
                 listener(row)

@@ -182,20 +182,22 @@ def _names(cur: Any) -> list[str]:
 
 
 def billing_counts(db: Any, since: str, until: str) -> dict[str, int]:
-    """How the requests started in [since, until) are billed: provisional / final (shared replicas) and
-    estimated (the engine reported nothing for them); empty for a ledger from before issue #16.
+    """How many requests started in [since, until) are billed provisionally (shared replicas, still settling)
+    and estimated (the engine reported nothing for them); empty for a ledger from before issue #16.
 
-    TODO(#17): on PostgreSQL this counts raw rows of the period (the daily rollup does not carry `billing` /
-    `estimated` yet), so a report over many closed days scans their partitions; see docs/postgresql.md."""
+    Each count reads a partial index (ledger.m008_billing_indexes) that holds only those rows, so a report
+    over many closed days does not scan their rows (or partitions, on PostgreSQL) for this note."""
     columns = set(_names(db.execute("SELECT * FROM requests LIMIT 0")))  # SQLite and PostgreSQL alike
     if "billing" not in columns:
         return {}
-    provisional, final, estimated = db.execute(
-        "SELECT count(CASE WHEN billing = 'provisional' THEN 1 END), count(CASE WHEN billing = 'final' THEN 1 END), "
-        "count(CASE WHEN estimated = 1 THEN 1 END) FROM requests WHERE started_at >= ? AND started_at < ?",
-        [since, until],
+    period = "started_at >= ? AND started_at < ?"
+    (provisional,) = db.execute(
+        f"SELECT count(*) FROM requests WHERE billing = 'provisional' AND {period}", [since, until]
     ).fetchone()
-    return {"provisional": provisional, "final": final, "estimated": estimated}
+    (estimated,) = db.execute(
+        f"SELECT count(*) FROM requests WHERE estimated = 1 AND {period}", [since, until]
+    ).fetchone()
+    return {"provisional": provisional, "estimated": estimated}
 
 
 def _epoch(text: str) -> float:
