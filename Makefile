@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
-.PHONY: install run test test-fast lint format bench stress system-deps postgres clean docs llama-server
+.PHONY: install tune-deps bench-tune run test test-fast lint format bench stress system-deps postgres clean docs llama-server
 
 # Creates the virtual environment and installs firstline with its pinned dependencies.
 # The first run compiles llama.cpp (llama-cpp-python has no CPU wheel on PyPI): ~9 minutes on 2 cores.
@@ -22,6 +22,15 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 install: $(STAMP)
+
+# The optional fine-tuning libraries (torch CPU build, transformers, peft, scikit-learn; ~1.5 GB): `make test`
+# installs them so CI runs a tiny fine-tune; `make run` does not need them.
+TUNE_STAMP := $(VENV)/.tune-stamp
+$(TUNE_STAMP): $(STAMP)
+	$(BIN)/python -m pip install -e ".[dev,tune]"
+	touch $(TUNE_STAMP)
+
+tune-deps: $(TUNE_STAMP)
 
 # Debian's Chromium for the browser tests (Playwright drives it; no browser download).
 system-deps:
@@ -42,9 +51,9 @@ run: install
 	$(if $(filter llama-server,$(FIRSTLINE_ENGINE)),PYTHON=$(BIN)/python bash scripts/build-llama-server.sh >/dev/null)
 	$(BIN)/firstline serve
 
-# The whole suite, the real llama-server tier included (it needs the llama-server build above), the store
-# tests on SQLite and on PostgreSQL.
-test: install system-deps llama-server postgres
+# The whole suite: the real llama-server tier, the tiny fine-tune (they need the llama-server build and the
+# fine-tuning libraries above), the store tests on SQLite and on PostgreSQL.
+test: install tune-deps system-deps llama-server postgres
 	FIRSTLINE_TEST_DATABASE_URL="$$(bash scripts/postgres.sh firstline_test)" $(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # without root PostgreSQL may be missing: its half of the store tests is then skipped (CI fails on a skip)

@@ -158,3 +158,17 @@ REPLY_MAIL_LINK = {
     "en": "Continue the conversation in the chat: {url}\n\n",
     "de": "Setzen Sie das Gespräch im Chat fort: {url}\n\n",
 }
+
+
+# What the model says when the passages it was given do not hold the answer (the fine-tune's target for
+# such examples; bot.evaluation counts it as "don't know", not as an answer).
+ABSTAIN = {
+    "en": (
+        "I'm sorry, I don't know: our help pages have no information about this. "
+        "A colleague from our support team will be glad to help you."
+    ),
+    "de": (
+        "Dazu finde ich in unseren Hilfeseiten leider keine Informationen. "
+        "Ein Kollege aus unserem Support-Team hilft Ihnen gern weiter."
+    ),
+}

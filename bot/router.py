@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, Protocol
 
 from bot import escalation
 from bot.kb.search import FaqMatch, KnowledgeBase, KnowledgeSettings
@@ -19,6 +19,12 @@ from bot.types import Lang, Message, Source
 
 DecisionKind = Literal["faq", "model", "clarify", "human"]
 CLARIFY_ROUTE = "clarify"  # stored in messages.route so the next turn knows a clarifying question was asked
+
+
+class EscalationCheck(Protocol):
+    """A learnt escalation decision (bot/tuning/classifier.py): a signal when it says escalate, else None."""
+
+    def check(self, text: str, lang: Lang | None = None) -> escalation.Signal | None: ...
 
 
 @dataclass(frozen=True)
@@ -41,10 +47,12 @@ class Router:
         knowledge: KnowledgeBase | None,
         settings: BotSettings,
         knowledge_settings: KnowledgeSettings | None = None,
+        classifier: EscalationCheck | None = None,
     ) -> None:
         self.knowledge = knowledge
         self.settings = settings
         self.ks = knowledge_settings or KnowledgeSettings()
+        self.classifier = classifier  # a trained escalation classifier, asked when the rules found nothing
 
     def decide(self, text: str, lang: Lang, history: list[Message]) -> Decision:
         """Route one message (history excludes the message itself)."""
@@ -56,8 +64,10 @@ class Router:
         sources: tuple[Source, ...] = ()
         if self.knowledge is not None:
             sources = tuple(self.knowledge.search(text, lang, top=self.ks.top_k))
-            if not signal.escalate:
-                faq = self.knowledge.faq_match(text, lang)
+        if not signal.escalate and self.classifier is not None:  # after search: the query vector is cached
+            signal = self.classifier.check(text, lang) or signal
+        if self.knowledge is not None and not signal.escalate:
+            faq = self.knowledge.faq_match(text, lang)
         elapsed = time.perf_counter() - t0
         if signal.escalate:
             return Decision("human", signal.reason, sources=sources, retrieval_s=elapsed)

@@ -53,7 +53,8 @@ def load_engine(
     if backend == "scripted":
         from models.fake import ScriptedChatModel
 
-        return ScriptedChatModel(context_size=settings.n_ctx, seconds_per_token=scripted_seconds_per_token)
+        return ScriptedChatModel(context_size=settings.n_ctx, seconds_per_token=scripted_seconds_per_token,
+                                 model_name=model_id or "scripted-fake")  # fmt: skip
     from models.llama import LlamaChatModel
 
     return LlamaChatModel(settings, load_options=load_options, model_id=model_id)

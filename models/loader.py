@@ -197,15 +197,18 @@ _CHATML = (
 )
 
 
-def chat_formatter(llm: Any) -> Any:
-    """A callable messages -> prompt string using the GGUF's own chat template (ChatML if it has none)."""
+def chat_formatter(llm: Any, add_generation_prompt: bool = True) -> Any:
+    """A callable messages -> prompt string using the GGUF's own chat template (ChatML if it has none);
+    without `add_generation_prompt` it renders a finished conversation (fine-tuning appends the answer)."""
     from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
     template = llm.metadata.get("tokenizer.chat_template") or _CHATML
     eos_id, bos_id = llm.token_eos(), llm.token_bos()
     eos = llm._model.token_get_text(eos_id) if eos_id != -1 else ""
     bos = llm._model.token_get_text(bos_id) if bos_id != -1 else ""
-    formatter = Jinja2ChatFormatter(template=template, eos_token=eos, bos_token=bos, add_generation_prompt=True)
+    formatter = Jinja2ChatFormatter(
+        template=template, eos_token=eos, bos_token=bos, add_generation_prompt=add_generation_prompt
+    )
 
     neutralize = control_token_filter(llm)
 

@@ -41,13 +41,8 @@ if [[ -x "$BIN" ]]; then
 fi
 SRC="$CACHE/src"
 if [[ ! -f "$SRC/vendor/llama.cpp/CMakeLists.txt" ]]; then
-    TMP="$(mktemp -d)"
-    trap 'rm -rf "$TMP"' EXIT
-    echo "fetching the llama-cpp-python $VERSION sdist (it vendors llama.cpp)..." >&2
-    "$PY" -m pip download --quiet --no-deps --no-binary :all: "llama-cpp-python==${VERSION}" -d "$TMP" >&2
-    rm -rf "$SRC"
-    mkdir -p "$SRC"
-    tar xzf "$TMP"/llama_cpp_python-*.tar.gz -C "$SRC" --strip-components=1
+    # the same fetch-and-unpack `firstline tune` uses for convert_lora_to_gguf.py (models/llama_source.py)
+    "$PY" -m models.llama_source --version "$VERSION" --dest "$SRC" >/dev/null
 fi
 
 # Flags as in llama-cpp-python's CMakeLists.txt / scikit-build-core defaults: Release, BUILD_SHARED_LIBS,

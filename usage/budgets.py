@@ -235,7 +235,7 @@ class BudgetGuard(Store):
         return BudgetStatus(self.profile_name, budget.unit, profile.currency, now, tuple(periods))
 
     def _spent(self, since: datetime, until: datetime, now: datetime) -> Decimal:
-        spend = period_spend(self.path, self.book.get(self.profile_name), since, until, now)
+        spend = period_spend(self.path, self.book.get(self.profile_name), since, until, now, serving_only=True)
         return spend.cost if self.budget.unit == "money" else spend.compute_s
 
     def _earlier_spend(self, month: datetime, day: datetime, now: datetime) -> Decimal:

@@ -44,7 +44,9 @@ from usage.pricing import DEFAULT_PROFILE, PricingProfile, micro_seconds, to_mic
 log = logging.getLogger(__name__)
 
 FINAL_STATUSES = ("completed", "error", "cancelled")
-ROUTES = ("faq", "model", "human")
+# faq / model / human: how a customer message was handled; training: compute spent fine-tuning a model
+# (`firstline tune`), priced with the same profiles and reported as its own route
+ROUTES = ("faq", "model", "human", "training")
 HEARTBEAT_S = 2.0
 STALE_AFTER_S = 30.0
 
@@ -123,6 +125,16 @@ def m005_engine_billing(db: Database) -> None:
         table.add_column(name, kind)
     table.create_index(["billing"])
     table.create_index(["replica", "sent_at"])
+
+
+@migrations()
+def m006_training_seconds(db: Database) -> None:
+    # compute spent fine-tuning (route `training`): training steps, held-out loss and answers; part of compute_s.
+    # (Named m004_training_seconds on the #13 branch before it was rebased after m005; a database that ran that
+    # one already has the column, so it is only added when missing: forward-only, no rename of history.)
+    table = db.table("requests")
+    if "training_s" not in table.columns_dict:
+        table.add_column("training_s", float)
 
 
 ROLLUP_KEY = ("day", "route", "status", "model_id", "device", "profile", "profile_version", "shard")
@@ -289,6 +301,7 @@ class Measurement:
     prefill_s: float = 0.0
     decode_s: float = 0.0
     retrieval_s: float = 0.0  # retrieval, FAQ matching and routing: compute outside the model
+    training_s: float = 0.0  # fine-tuning a model (route `training`)
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cached_tokens: int = 0
@@ -312,9 +325,9 @@ class Measurement:
 
     @property
     def compute_s(self) -> float:
-        """Compute as measured: model prefill and decode plus retrieval/routing work. A request on a shared
-        replica is billed its processor-sharing share instead (Ledger.finish, usage.sharing)."""
-        return self.retrieval_s + self.prefill_s + self.decode_s
+        """Compute as measured: model prefill and decode plus retrieval/routing work (plus training, for a tune).
+        A request on a shared replica is billed its processor-sharing share instead (Ledger.finish, usage.sharing)."""
+        return self.retrieval_s + self.prefill_s + self.decode_s + self.training_s
 
     @property
     def shared(self) -> bool:
@@ -416,6 +429,7 @@ class Ledger(Store):
             "prefill_s": m.prefill_s,
             "decode_s": m.decode_s,
             "retrieval_s": m.retrieval_s,
+            "training_s": m.training_s,
             "compute_s": m.compute_s,
             "latency_s": latency,
             "prompt_tokens": m.prompt_tokens,
@@ -607,9 +621,13 @@ class Ledger(Store):
 
     # -- retention (bot/housekeeping.py) ---------------------------------------------------------
     def conversations_before(self, cutoff: str, *, skip_prefix: str) -> list[str]:
-        """Conversation ids of rows started before `cutoff` (those starting with `skip_prefix` left out)."""
+        """Conversation ids of rows started before `cutoff` (those starting with `skip_prefix` left out, and
+        fine-tuning runs: their row names a model version, not a customer)."""
         with self.read() as db:
-            sql = "SELECT DISTINCT conversation_id FROM requests WHERE started_at < ? AND conversation_id NOT LIKE ?"
+            sql = (
+                "SELECT DISTINCT conversation_id FROM requests WHERE started_at < ? AND conversation_id NOT LIKE ?"
+                " AND route <> 'training'"
+            )
             return [r[0] for r in db.execute(sql, [cutoff, skip_prefix.replace("%", "") + "%"]).fetchall()]
 
     def rename_conversations(self, aliases: dict[str, str], *, dry_run: bool = False) -> int:

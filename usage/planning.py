@@ -245,7 +245,7 @@ def project(db_path: Path | str, book: ProfileBook, *, days: int = 30, now: date
     if first is not None and first > since:
         since = first
     span = max(Decimal(1), duration_s(now - since))
-    measured = period_spend(db_path, book.active_profile, since, now, now)
+    measured = period_spend(db_path, book.active_profile, since, now, now, serving_only=True)
     factor = YEAR_S / span
     provisioned = measured.provisioned.seconds if measured.provisioned.source != "none" else span
     yearly = PeriodUsage(

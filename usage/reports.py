@@ -367,9 +367,18 @@ class Spend:
 
 
 def period_spend(
-    db_path: Target, profile: Profile, since: datetime, until: datetime, now: datetime | None = None
+    db_path: Target,
+    profile: Profile,
+    since: datetime,
+    until: datetime,
+    now: datetime | None = None,
+    *,
+    serving_only: bool = False,
 ) -> Spend:
-    """Requests, compute and cost of [since, until) under `profile` (the same figures as `build_report`)."""
+    """Requests, compute and cost of [since, until) under `profile` (the same figures as `build_report`).
+
+    `serving_only` leaves out the `training` route: budgets and traffic projections are about answering
+    customers, and one fine-tuning run is neither recurring traffic nor a reason to degrade the bot."""
     now = now or utcnow()
     until = min(until, now)
     path = db_path
@@ -382,7 +391,7 @@ def period_spend(
         provisioned = provisioned_seconds(db, since, until, now)
     finally:
         db.close()
-    rows = _sums(path, "total", since, until, profile)
+    rows = _sums(path, "total", since, until, profile, where="route <> 'training'" if serving_only else "1=1")
     requests = sum(r.requests for r in rows)
     micros = sum(r.compute_micros for r in rows)
     if isinstance(profile, CloudPerSecond):
@@ -395,24 +404,31 @@ def period_spend(
 
 
 def _sums(
-    path: Target, by: str, since: datetime, until: datetime, profile: Profile, notes: list[str] | None = None
+    path: Target,
+    by: str,
+    since: datetime,
+    until: datetime,
+    profile: Profile,
+    notes: list[str] | None = None,
+    where: str = "1=1",
 ) -> list[Row]:
     """Per-group sums. PostgreSQL: closed days from the daily rollup, the rest of the period from raw rows.
-    SQLite: raw rows, one indexed query per group segment (no sort of the whole period)."""
+    SQLite: raw rows, one indexed query per group segment (no sort of the whole period). `where` is an extra
+    SQL condition on columns the rollup keeps too (route, status, model_id, device)."""
     db = connect(path, readonly=True)
     try:
         closed = _closed_days(db, by, since, until)
         if closed is None:
-            return _merge(_raw_sums(db, by, since, until, profile))
+            return _merge(_raw_sums(db, by, since, until, profile, where))
         lo, hi = closed
-        rows, repriced = _rollup_sums(db, by, lo, hi, profile)
+        rows, repriced = _rollup_sums(db, by, lo, hi, profile, where)
         if repriced and notes is not None:
             notes.append(
                 f"{repriced:,} requests of closed days were recorded under another pricing profile and re-priced "
                 "from the daily rollup's sums (rounded once per day and group, not per request)"
             )
-        rows += _raw_sums(db, by, since, lo, profile) if since < lo else []
-        rows += _raw_sums(db, by, hi, until, profile) if hi < until else []
+        rows += _raw_sums(db, by, since, lo, profile, where) if since < lo else []
+        rows += _raw_sums(db, by, hi, until, profile, where) if hi < until else []
         return _merge(rows)
     finally:
         db.close()
@@ -457,14 +473,16 @@ def _closed_days(db: DB, by: str, since: datetime, until: datetime) -> tuple[dat
     return (lo, hi) if lo < hi else None
 
 
-def _rollup_sums(db: DB, by: str, lo: datetime, hi: datetime, profile: Profile) -> tuple[list[Row], int]:
+def _rollup_sums(
+    db: DB, by: str, lo: datetime, hi: datetime, profile: Profile, where: str = "1=1"
+) -> tuple[list[Row], int]:
     """Sums of the closed days [lo, hi) from `requests_daily`; rows recorded under `profile` keep their stored
     costs, others are re-priced from the sums. Returns the rows and how many requests were re-priced."""
     own = "CASE WHEN profile = ? AND profile_version = ? THEN 1 ELSE 0 END"
     sql = (
         f"SELECT {ROLLUP_GROUPS[by]} AS k, status, {own} AS own, sum(requests), sum(compute_micros), "
         "sum(prefill_s), sum(decode_s), sum(retrieval_s), sum(prompt_tokens), sum(completion_tokens), "
-        "sum(cost_micros) FROM requests_daily WHERE day >= ? AND day < ? GROUP BY 1, 2, 3 ORDER BY 1"
+        "sum(cost_micros) FROM requests_daily WHERE day >= ? AND day < ? AND " + where + " GROUP BY 1, 2, 3 ORDER BY 1"
     )
     args = [profile.name, profile.version, lo.strftime("%Y-%m-%d"), hi.strftime("%Y-%m-%d")]
     groups: dict[Any, list[Any]] = {}
@@ -487,8 +505,8 @@ def _rollup_sums(db: DB, by: str, lo: datetime, hi: datetime, profile: Profile) 
     return [_row(_label(by, k), values) for k, values in groups.items()], repriced
 
 
-def _raw_sums(db: DB, by: str, since: datetime, until: datetime, profile: Profile) -> list[Row]:
-    """Per-group sums of the raw rows of [since, until)."""
+def _raw_sums(db: DB, by: str, since: datetime, until: datetime, profile: Profile, where: str = "1=1") -> list[Row]:
+    """Per-group sums of the raw rows of [since, until) (`where`: an extra SQL condition)."""
     scale, mult, fee = profile.sql_terms() if isinstance(profile, CloudPerSecond) else (10, 0, 0)
     columns = set(db.table("requests").columns_dict)
     retrieval = "coalesce(retrieval_s, 0)" if "retrieval_s" in columns else "0"
@@ -507,7 +525,7 @@ def _raw_sums(db: DB, by: str, since: datetime, until: datetime, profile: Profil
     inner = (
         f"SELECT {{key}} status, {frag['micro_s']} AS mu, {frag['micro_s']} * ? + ? AS a, prefill_s, decode_s, "
         f"{retrieval} AS rt, prompt_tokens, completion_tokens FROM requests "
-        f"WHERE {_finished(db)} AND {{cond}}{frag['no_flatten']}"
+        f"WHERE {_finished(db)} AND {{cond}} AND {where}{frag['no_flatten']}"
     )
     cost_args = [scale // 2, scale, 2 * scale, scale // 2] * 2
     period = [iso(since), iso(until)]
@@ -806,7 +824,8 @@ def outcomes(
             counts = db.execute(
                 "SELECT count(*), coalesce(sum(h), 0), coalesce(sum(1 - h), 0) FROM (SELECT "
                 f"max(CASE WHEN route = 'human' THEN 1 ELSE 0 END) AS h FROM requests WHERE {_finished(db)} "
-                "AND started_at >= ? AND started_at < ? GROUP BY conversation_id) AS o",
+                "AND route <> 'training' AND started_at >= ? AND started_at < ? "
+                "GROUP BY conversation_id) AS o",  # a fine-tuning run is no conversation
                 params,
             ).fetchone()
             source = "ledger"

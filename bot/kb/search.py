@@ -17,7 +17,7 @@ below 0.3, 7 below 0.2), so without embeddings FIRSTLINE_MIN_RELEVANCE=0.2 is th
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -319,3 +319,48 @@ class KnowledgeBase(Ingestion):
             docs, faqs = db.execute("SELECT count(*), coalesce(sum(kind = 'faq'), 0) FROM kb_documents").fetchone()
             chunks = db.execute("SELECT count(*) FROM kb_chunks").fetchone()[0]
         return {"documents": int(docs), "chunks": int(chunks), "faqs": int(faqs)}
+
+    def documents(self) -> list[KbDocument]:
+        """Every document with its passages (and their stored passage vectors when a model embedded them),
+        in ingestion order: what fine-tuning builds its examples from."""
+        model = self.embedder.model_id if self.embedder is not None else ""
+        with self.read() as db:
+            rows = db.execute(
+                "SELECT d.id, d.kind, d.path, d.title, d.lang, d.category, d.origin, d.answer, c.section, c.text, "
+                "v.vector FROM kb_documents d JOIN kb_chunks c ON c.document_id = d.id LEFT JOIN kb_vectors v "
+                "ON v.chunk_id = c.id AND v.role = 'passage' AND v.model = ? ORDER BY d.id, c.ord, c.id",
+                [model],
+            ).fetchall()
+        docs: dict[int, KbDocument] = {}
+        for doc_id, kind, path, title, lang, category, origin, answer, section, text, blob in rows:
+            passage = KbPassage(section, text, from_blob([blob], len(blob) // 4)[0] if blob else None)
+            known = docs.get(doc_id)
+            docs[doc_id] = (
+                replace(known, passages=(*known.passages, passage))
+                if known
+                else KbDocument(path, kind, title, lang, category, origin, answer, (passage,))
+            )
+        return list(docs.values())
+
+
+@dataclass(frozen=True)
+class KbPassage:
+    """One passage of a document as stored, with its passage vector (None without an embedding model)."""
+
+    section: str
+    text: str
+    vector: Any = None
+
+
+@dataclass(frozen=True)
+class KbDocument:
+    """An article or FAQ entry as stored (`answer` is an FAQ entry's answer)."""
+
+    path: str
+    kind: str
+    title: str
+    lang: Lang
+    category: str
+    origin: str
+    answer: str
+    passages: tuple[KbPassage, ...]

@@ -10,16 +10,19 @@ import click
 from ui.cli.common import HelpGroup, data_dir_option, database_path, emit, fail, friendly_errors, json_option
 
 
-def preflight_model() -> Any:
+def preflight_model(data_dir: Path | None) -> Any:
     """Check the model before the web stack is imported: a bad file, or a model that crashes or hangs on its
-    first generation, fails in seconds with one line naming the cause and the fix.
+    first generation, fails in seconds with one line naming the cause and the fix. The active fine-tuned
+    version (`firstline models activate`) is loaded with it.
 
     The model worker process loads the model and runs a tiny generation before it reports ready (within
     FIRSTLINE_WORKER_START_TIMEOUT_S). Returns the started model, or None when the model is loaded on demand
     (the check has run and its worker is stopped) or the backend is scripted.
     """
+    from bot.settings import BotSettings
     from models import loader
     from models.settings import ModelSettings
+    from ui.app import active_serving, load_model
     from ui.settings import ServerSettings
 
     if ServerSettings().model_backend != "llama":
@@ -31,19 +34,19 @@ def preflight_model() -> Any:
         return load_engine(settings)
     path, sha = loader.resolve_model(settings.model_path, settings.model_sha256)
     loader.check_model_file(path, sha)
+    bot_settings = BotSettings() if data_dir is None else BotSettings(data_dir=data_dir)
+    serving = active_serving(bot_settings.database_path, settings)
     if settings.uses_worker("llama"):
-        from models.remote import WorkerChatModel
-
-        model = WorkerChatModel(settings)
+        model = load_model(settings, "llama", serving=serving)
         if settings.idle_unload_s > 0:
-            model.close()
+            close = getattr(model, "close", None)
+            if close is not None:
+                close()
             return None
         return model
     if settings.idle_unload_s > 0:
         return None
-    from models.llama import LlamaChatModel
-
-    return LlamaChatModel(settings)
+    return load_model(settings, "llama", serving=serving)
 
 
 @click.command()
@@ -53,7 +56,7 @@ def preflight_model() -> Any:
 @friendly_errors
 def serve(host: str | None, port: int | None, data_dir: Path | None) -> None:
     """Run the web app: customer chat, staff console, admin dashboard."""
-    model = preflight_model()  # a bad model file or a crashing model is reported in seconds, before heavy imports
+    model = preflight_model(data_dir)  # a bad or crashing model is reported in seconds, before heavy imports
     from ui.app import build_services
     from ui.web.server import serve as run_server
 

@@ -108,6 +108,14 @@ def search(query: str, top: int, lang: str | None, data_dir: Path | None, as_jso
 @click.option(
     "--judge-api-key", envvar="FIRSTLINE_JUDGE_API_KEY", default=None, help="Bearer token for --judge, if it needs one."
 )
+@click.option(
+    "--model",
+    "model_versions",
+    multiple=True,
+    metavar="VERSION",
+    help="Score this model version (`firstline models list`; 'base' = untuned) instead of the active one; "
+    "repeat it to compare versions side by side.",
+)
 @data_dir_option
 @json_option
 @friendly_errors
@@ -120,6 +128,7 @@ def eval_command(
     judge_url: str | None,
     judge_model: str | None,
     judge_api_key: str | None,
+    model_versions: tuple[str, ...],
     data_dir: Path | None,
     as_json: bool,
 ) -> None:
@@ -130,10 +139,6 @@ def eval_command(
     bot/evaluation.py, bot/answer_eval.py and docs/quality.md for every definition.
     """
     from bot import evaluation
-    from bot.kb.demo import ensure_demo_kb
-    from bot.kb.search import KnowledgeBase
-    from ui.app import build_services
-    from usage.feedback import feedback
 
     try:
         items = evaluation.load_questions(questions, limit)
@@ -151,7 +156,36 @@ def eval_command(
             judge = Judge(judge_url, model=judge_model, api_key=judge_api_key)
         except JudgeError as exc:
             fail(str(exc), 2)
-    services = build_services(data_dir)
+    try:
+        if len(model_versions) > 1:  # side by side
+            reports = [run_eval(items, data_dir, version, judge) for version in model_versions]
+            if as_json:
+                emit({"models": reports})
+            for payload in [] if as_json else reports:
+                click.echo(f"== model version {payload['model']} ({payload['model_id']})")
+                print_report(payload)
+            return
+        payload = run_eval(items, data_dir, model_versions[0] if model_versions else None, judge)
+    finally:
+        if judge is not None:
+            judge.close()
+    if out is not None:
+        write_rows(out, payload["rows"])
+    if as_json:
+        emit(payload)
+        return
+    print_report(payload)
+
+
+def run_eval(items: list[Any], data_dir: Path | None, model_version: str | None, judge: Any) -> dict[str, Any]:
+    """The eval report of one model version (None: the active one) on the questions."""
+    from bot import evaluation
+    from bot.kb.demo import ensure_demo_kb
+    from bot.kb.search import KnowledgeBase
+    from ui.app import build_services
+    from usage.feedback import feedback
+
+    services = build_services(data_dir, model_version=model_version)
     base = getattr(services, "knowledge", None)  # the chat's own knowledge base: metrics match the product
     own_kb = base is None
     if base is None:
@@ -163,23 +197,17 @@ def eval_command(
         )
     try:
         ensure_demo_kb(base)
+        model_id = services.model.model_id
         results = evaluation.run(services, base, items, judge=judge)
     finally:
         if own_kb:
             base.close()
         services.close()
-        if judge is not None:
-            judge.close()
-    payload = evaluation.report(results)
+    payload = {**evaluation.report(results), "model": model_version or "active", "model_id": model_id}
     # what customers said about the live bot's answers (chat thumbs, ratings after a ticket), beside the scores
     rated = feedback(services.bot_settings.database)
     payload["feedback"] = rated.as_dict() if rated is not None else None
-    if out is not None:
-        write_rows(out, payload["rows"])
-    if as_json:
-        emit(payload)
-        return
-    print_report(payload)
+    return payload
 
 
 def write_rows(path: Path, rows: list[dict[str, Any]]) -> None:

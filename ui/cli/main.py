@@ -10,7 +10,7 @@ import sys
 
 import click
 
-from ui.cli import benchmark, chat, cost, kb, ops
+from ui.cli import benchmark, chat, cost, kb, ops, tune
 from ui.cli.common import HelpGroup
 
 
@@ -54,5 +54,8 @@ for command in (
     ops.housekeeping,
     ops.doctor,
     benchmark.bench,
+    tune.tune,
+    tune.models,
+    tune.classifier,
 ):
     main.add_command(command)

@@ -143,6 +143,32 @@ def comparison_frame(dash: Dashboard, report: Report, book: ProfileBook) -> pd.D
     return pd.DataFrame(rows, columns=["Profile", "Kind", "Version", "Cost", "Cost per request"])
 
 
+def model_versions_markdown(db_path: Path) -> str:
+    """Fine-tuned model versions (`firstline models list`): which one serves and its held-out figures against
+    the base; cost per version is the report grouped by model."""
+    from bot.tuning.promotion import version_rows
+    from bot.tuning.registry import ModelRegistry
+
+    if not db_path.exists():
+        return ""
+    registry = ModelRegistry(db_path)
+    try:
+        rows = version_rows(registry)
+    finally:
+        registry.close()
+    if len(rows) < 2:
+        return ""
+    cells = []
+    for row in rows[1:]:
+        tuned, base = (row["metrics"] or {}).get("tuned") or {}, (row["metrics"] or {}).get("base") or {}
+        keys = ("reference_f1", "garbled_rate_de")
+        figures = ", ".join(f"{k} {_num(base.get(k))} → {_num(tuned.get(k))}" for k in keys)
+        mark = " **(serving)**" if row["active"] else ""
+        cells.append(f"`{html.escape(row['version'])}`{mark}: {figures}")
+    serving = next(r["version"] for r in rows if r["active"])
+    return f"**Model versions** (serving: `{html.escape(serving)}`; held-out, base → tuned): " + " · ".join(cells)
+
+
 def model_markdown(dash: Dashboard, report: Report) -> str:
     model = dash.services.model
     from usage.db import connect
@@ -168,6 +194,9 @@ def model_markdown(dash: Dashboard, report: Report) -> str:
         )
     if state:
         parts.append(f"provisioned since {state['loaded_since']} ({html.escape(str(state['model_id']))})")
+    versions = model_versions_markdown(dash.db_path)
+    if versions:
+        parts.append(versions)
     t = report.to_json()["totals"]
     parts.append(
         f"in the period: {span_text(t['provisioned_s'])} provisioned ({t['provisioned_source']}), "

@@ -1,0 +1,112 @@
+"""Fine-tuned weights back into GGUF files llama.cpp serves, and llama.cpp's own loss on them.
+
+Two ways out of a trained LoRA adapter (peft format):
+
+* **adapter** (what `firstline tune` ships): `convert_lora_to_gguf.py` from the llama.cpp source
+  llama-cpp-python vendors writes a small GGUF adapter; llama.cpp applies it over the unchanged base at
+  load time (`Llama(model_path=base, lora_path=adapter)`).
+* **merge**: the adapter is added into the base weights (peft `merge_and_unload`), the merged model is
+  written with `convert_hf_to_gguf.py` (f16 or q8_0) and optionally re-quantized with llama.cpp's own
+  quantizer (e.g. Q4_1, the bundled model's type). Measured against the adapter by the tuning benchmark.
+
+`answer_nll` scores examples with llama.cpp itself (mean negative log-likelihood of the answer tokens),
+so an export can be checked against the loss torch measured before it.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from models import cpu, loader
+from models.llama_source import vendored_llama_cpp
+from models.tuning import Example, TrainingError, load_base
+
+QUANT_TYPES = {"Q4_0": 2, "Q4_1": 3, "Q8_0": 7, "Q4_K_M": 15, "Q5_K_M": 17, "Q6_K": 18}  # llama_ftype values
+
+
+def _convert(script: str, args: Sequence[str]) -> None:
+    source = vendored_llama_cpp()
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    done = subprocess.run([sys.executable, str(source / script), *args], capture_output=True, text=True, env=env)
+    if done.returncode != 0:
+        tail = (done.stderr or done.stdout).strip().splitlines()[-3:]
+        raise TrainingError(f"{script} failed: {' | '.join(tail)}")
+
+
+def export_adapter(adapter_dir: Path, base_config_dir: Path, out: Path, outtype: str = "f16") -> Path:
+    """A peft LoRA adapter as a GGUF adapter file llama.cpp loads with `lora_path`."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix(".tmp.gguf")
+    _convert("convert_lora_to_gguf.py", ["--base", str(base_config_dir), "--outtype", outtype,
+                                         "--outfile", str(tmp), str(adapter_dir)])  # fmt: skip
+    os.replace(tmp, out)
+    return out
+
+
+def export_merged(base_path: Path, adapter_dir: Path, out: Path, outtype: str = "q8_0") -> Path:
+    """Base + adapter merged into one GGUF model file (`outtype` f32, f16, bf16 or q8_0)."""
+    import tempfile
+
+    from peft import PeftModel
+    from transformers import AutoTokenizer
+
+    model, _ = load_base(base_path)
+    merged = PeftModel.from_pretrained(model, str(adapter_dir)).merge_and_unload()
+    with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
+        merged.save_pretrained(tmp, safe_serialization=True)
+        AutoTokenizer.from_pretrained(str(base_path.parent), gguf_file=base_path.name).save_pretrained(tmp)
+        _convert("convert_hf_to_gguf.py", [tmp, "--outtype", outtype, "--outfile", str(out)])
+    return out
+
+
+def quantize(source: Path, out: Path, kind: str = "Q4_1", threads: int | None = None) -> Path:
+    """Re-quantize a GGUF model with llama.cpp's quantizer (e.g. an f16 merge to Q4_1)."""
+    import llama_cpp
+
+    if kind not in QUANT_TYPES:
+        raise TrainingError(f"unknown quantization {kind!r}; one of {', '.join(QUANT_TYPES)}")
+    params = llama_cpp.llama_model_quantize_default_params()
+    params.ftype = QUANT_TYPES[kind]
+    params.nthread = threads or os.cpu_count() or 1
+    code = llama_cpp.llama_model_quantize(str(source).encode(), str(out).encode(), params)
+    if code != 0:
+        raise TrainingError(f"llama.cpp could not quantize {source.name} to {kind} (code {code})")
+    return out
+
+
+def answer_nll(model_path: Path, examples: Sequence[Example], lora_path: Path | None = None,
+               n_ctx: int = 4096) -> float:  # fmt: skip
+    """Mean negative log-likelihood per answer token under llama.cpp (with the adapter when given)."""
+    import numpy as np
+
+    kwargs: dict[str, Any] = {"n_ctx": n_ctx, "logits_all": True, "n_batch": 512}
+    if lora_path is not None:
+        kwargs["lora_path"] = str(lora_path)
+    # the same guard as the serving model: no extra CPU buffers where they crash (AMX)
+    guard = cpu.extra_buffers("auto", cpu.read_cpuinfo(), cpu.build_features(loader.system_info()))
+    llm = loader.load_llama(model_path, use_extra_bufts=guard.use_extra_bufts, **kwargs).llm
+    total, count = 0.0, 0
+    try:
+        for ex in examples:
+            tokens = list(ex.prompt) + list(ex.answer)
+            llm.reset()
+            llm.eval(tokens)
+            logits = np.asarray(llm.scores[len(ex.prompt) - 1 : len(tokens) - 1], dtype=np.float64)
+            peak = logits.max(axis=1, keepdims=True)
+            logz = peak[:, 0] + np.log(np.exp(logits - peak).sum(axis=1))
+            picked = logits[np.arange(len(ex.answer)), list(ex.answer)]
+            total += float((logz - picked).sum())
+            count += len(ex.answer)
+    finally:
+        llm.close()
+    return total / max(count, 1)
+
+
+def perplexity(nll: float) -> float:
+    return math.exp(nll)
