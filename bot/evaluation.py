@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from decimal import Decimal
 from pathlib import Path
@@ -78,9 +78,8 @@ class QuestionResult:
     answer: AnswerResult | None = None  # answer-level scores (None when not measured)
 
 
-def load_questions(path: Path, limit: int | None = None) -> list[Question]:
-    """Parse a question file; ValueError names the first bad line."""
-    out: list[Question] = []
+def question_rows(path: Path) -> Iterator[tuple[dict[str, Any], str]]:
+    """(row, question text) of every non-empty line of a question file; ValueError names the first bad line."""
     for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
         if not line.strip():
             continue
@@ -89,6 +88,13 @@ def load_questions(path: Path, limit: int | None = None) -> list[Question]:
             text = str(row["question"]).strip()
         except (json.JSONDecodeError, KeyError, TypeError) as exc:
             raise ValueError(f"{path}:{lineno}: expected a JSON object with a 'question' ({exc})") from exc
+        yield row, text
+
+
+def load_questions(path: Path, limit: int | None = None) -> list[Question]:
+    """Parse a question file; ValueError names the first bad line."""
+    out: list[Question] = []
+    for row, text in question_rows(path):
         lang = row.get("lang") if row.get("lang") in ("en", "de") else None
         esc = row.get("should_escalate")
         answerable = row.get("answerable")

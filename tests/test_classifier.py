@@ -134,3 +134,25 @@ def test_classifier_command_records_and_reports(data_dir: Path, tmp_path: Path) 
     finally:
         ledger.close()
     assert row["conversation_id"] == "training:classifier" and row["training_s"] > 0
+
+
+def test_tickets_staff_answered_after_a_hand_over_are_labels(data_dir: Path) -> None:
+    from bot.conversation_store import ConversationStore
+    from bot.tickets import TicketStore
+
+    store = ConversationStore(data_dir / "firstline.db")
+    tickets = TicketStore(data_dir / "firstline.db", conversations=store)
+    cases = [("i need a human now", escalation.CUSTOMER_REQUEST, True),
+             ("they took my money twice", "sensitive:refund_or_payment_dispute", True),
+             ("what is a flux capacitor", escalation.NO_KB_MATCH, True),  # a gap in the help pages, no wish
+             ("this is a disgrace", escalation.COMPLAINT, False)]  # not answered by staff (yet)  # fmt: skip
+    for n, (text, reason, answered) in enumerate(cases):
+        store.ensure(f"c{n}")
+        ticket = tickets.open(f"c{n}", reason=reason, lang="en", history=[], text=text)
+        if answered:
+            tickets.reply(ticket.id, "anna", "On it.")
+            tickets.resolve(ticket.id, "anna")
+    labels = clf.ticket_labels(tickets)
+    assert {(r.text, r.escalate) for r in labels} == {("i need a human now", True), ("they took my money twice", True)}
+    tickets.close()
+    store.close()

@@ -103,6 +103,45 @@ def test_answerable_examples_hold_their_answer_and_abstaining_ones_do_not(
     assert {e.lang for e in abstaining} == {"de", "en"}
 
 
+def test_staff_replies_become_examples_only_when_the_help_pages_support_them(
+    demo: tuple[KnowledgeBase, DataSet], data_dir: Path
+) -> None:
+    from bot.conversation_store import ConversationStore
+    from bot.quality import AnswerChecker, kb_vocabulary
+    from bot.tickets import TicketStore
+    from ui.cli.tune import ticket_grounding
+
+    kb, _ = demo
+    store = ConversationStore(data_dir / "firstline.db")
+    tickets = TicketStore(data_dir / "firstline.db", conversations=store)
+    pairs = [
+        ("when exactly do you take the money for my bill?",
+         "Your invoice is created on the 1st of each month and the amount is collected by SEPA direct debit "
+         "on the 10th. If the 10th falls on a weekend, the debit takes place on the next bank working day."),
+        ("I was charged twice for March, please fix it",
+         "I have refunded 23.50 EUR to your card ending 4242 today; it shows in three to five days."),
+        ("still open, not answered yet", ""),
+    ]  # fmt: skip
+    for n, (question, reply) in enumerate(pairs):
+        store.ensure(f"c{n}")
+        ticket = tickets.open(f"c{n}", reason="customer_request", lang="en", history=[], text=question)
+        if reply:
+            tickets.reply(ticket.id, "anna", reply)
+            tickets.resolve(ticket.id, "anna")
+    checker = AnswerChecker(kb.embedder, kb_vocabulary(kb))
+    ks = KnowledgeSettings()
+    data = build_dataset(kb, retriever(kb, ks.top_k, ks.min_relevance), tickets=tickets,
+                         grounding=ticket_grounding(checker), heldout_share=0.2, seed=13)  # fmt: skip
+    from_tickets = [e for e in data.examples if e.kind == "ticket"]
+    assert {e.question for e in from_tickets} == {pairs[0][0]}
+    assert all(e.answer == pairs[0][1] for e in from_tickets if e.answerable)
+    assert data.skipped["ticket_reply_not_supported"] == 1
+    without = build_dataset(kb, retriever(kb, ks.top_k, ks.min_relevance), tickets=tickets, heldout_share=0.2)
+    assert not [e for e in without.examples if e.kind == "ticket"] and without.skipped["ticket_without_checker"] == 2
+    tickets.close()
+    store.close()
+
+
 def test_the_snapshot_hash_names_the_data(demo: tuple[KnowledgeBase, DataSet]) -> None:
     kb, data = demo
     ks = KnowledgeSettings()
@@ -127,7 +166,10 @@ def test_heldout_questions_are_an_eval_question_file(demo: tuple[KnowledgeBase, 
 def test_opening_keeps_sentences_and_list_items_whole() -> None:
     text = "1. Open the portal.\n2. Click the link at the bottom.\n3. Enter 4.99 € as the amount. Then wait."
     assert opening(text, limit=60) == "1. Open the portal.\n2. Click the link at the bottom."
-    assert opening(text, limit=90) == "1. Open the portal.\n2. Click the link at the bottom.\n3. Enter 4.99 € as the amount."
+    assert (
+        opening(text, limit=90)
+        == "1. Open the portal.\n2. Click the link at the bottom.\n3. Enter 4.99 € as the amount."
+    )
     assert opening("A short one. Another one here.", limit=20) == "A short one."
 
 

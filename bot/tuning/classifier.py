@@ -77,16 +77,11 @@ class Labelled:
 
 def load_labelled(paths: Iterable[Path]) -> list[Labelled]:
     """Requests with a `should_escalate` label from question files (JSON Lines); unlabelled lines are skipped."""
+    from bot.evaluation import question_rows
+
     out = []
     for path in paths:
-        for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-                text = str(row["question"]).strip()
-            except (json.JSONDecodeError, KeyError, TypeError) as exc:
-                raise ValueError(f"{path}:{lineno}: expected a JSON object with a 'question' ({exc})") from exc
+        for row, text in question_rows(path):
             label = row.get("should_escalate")
             if label is None or not text:
                 continue

@@ -309,7 +309,8 @@ def build_dataset(
             examples.append(TuneExample(fact.key, group, fact.kind, fact.question, fact.lang, fact.answer, True,
                                         sources))  # fmt: skip
         else:
-            skipped["answer_not_retrieved"] = skipped.get("answer_not_retrieved", 0) + 1
+            why = "ticket_reply_not_supported" if fact.kind == "ticket" else "answer_not_retrieved"
+            skipped[why] = skipped.get(why, 0) + 1
         if rng.random() < abstain_share:
             own = members.get(group, set())
             rest = tuple(s for s in sources if _document_of(s) not in own)

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from bot.evaluation import is_answer
+from bot.quality import AnswerChecker
 from bot.tuning.dataset import TuneExample
 from bot.types import Lang, Source
 from models.types import ChatMessage, ChatModel
@@ -130,10 +131,20 @@ def _mean(values: Sequence[float | None]) -> float | None:
     return round(sum(known) / len(known), 4) if known else None
 
 
-def basic_scorer() -> Scorer:
-    """Per-answer figures without the answer checker (none: only abstention is judged)."""
+def checker_scorer(checker: AnswerChecker) -> Scorer:
+    """Per-answer figures from the answer checker: reference agreement with the example's target, support by
+    the passages shown, garbled words, language, and numbers/links/addresses the passages do not contain."""
 
     def score(answer: str, example: TuneExample) -> dict[str, Any]:
-        return {}
+        found = checker.score(answer, passages=example.sources, lang=example.lang, question=example.question,
+                              reference=example.answer)  # fmt: skip
+        return {
+            "reference_f1": found.reference_f1,
+            "reference_similarity": found.reference_similarity,
+            "grounded": found.grounded,
+            "garbled_rate": found.garbled_rate,
+            "lang_ok": found.lang_ok,
+            "invented_facts": sum(1 for c in found.checks if not c.facts_ok),
+        }
 
     return score

@@ -125,6 +125,7 @@ class tuning_context:  # noqa: N801 - used as a context manager
 
     def __enter__(self) -> dict[str, Any]:
         from bot.kb.demo import ensure_demo_kb
+        from bot.tuning.gate import checker_scorer
         from bot.tuning.pipeline import BaseModel, retriever
         from bot.tuning.registry import ModelRegistry
         from models import loader
@@ -137,6 +138,7 @@ class tuning_context:  # noqa: N801 - used as a context manager
         base_sha = sha if sha and sha.lower() != "skip" else loader.sha256_of(path)
         self.registry = ModelRegistry(services.bot_settings.database_path)
         ks = services.knowledge_settings
+        checker = answer_checker(services)
         return {
             "base": BaseModel(path, base_sha, path.name.removesuffix(".gguf")),
             "knowledge": services.knowledge,
@@ -146,7 +148,8 @@ class tuning_context:  # noqa: N801 - used as a context manager
             "registry": self.registry,
             "ledger": services.ledger,
             "tickets": services.tickets,
-            "scorer": answer_scorer(services),
+            "grounding": ticket_grounding(checker),
+            "scorer": checker_scorer(checker),
         }
 
     def __exit__(self, *exc: object) -> None:
@@ -177,11 +180,20 @@ def model_loader(settings: Any) -> Any:
     return load
 
 
-def answer_scorer(services: Any) -> Any:
-    """The per-answer figures the gate needs (bot/tuning/gate.py)."""
-    from bot.tuning.gate import basic_scorer
+def answer_checker(services: Any) -> Any:
+    """The answer checker (bot/quality.py) with the knowledge base's embedder and vocabulary."""
+    from bot.quality import AnswerChecker, kb_vocabulary
 
-    return basic_scorer()
+    return AnswerChecker(services.knowledge.embedder, kb_vocabulary(services.knowledge))
+
+
+def ticket_grounding(checker: Any) -> Any:
+    """How much of a staff reply the passages support (tickets become examples only above a threshold)."""
+
+    def grounded(answer: str, sources: Sequence[Any], lang: Any, question: str) -> float:
+        return float(checker.score(answer, passages=list(sources), lang=lang, question=question).grounded or 0.0)
+
+    return grounded
 
 
 @click.group()
