@@ -81,6 +81,11 @@ bench: install postgres
 	PYTHON=$(BIN)/python bash scripts/build-llama-server.sh >/dev/null
 	FIRSTLINE_BENCH_DATABASE_URL="$$(bash scripts/postgres.sh firstline_bench)" $(BIN)/firstline bench $(BENCH_ARGS)
 
+# Fine-tuning benchmark (issue #13): a full `firstline tune` of the demo help centre, timed (< 30 minutes on 2
+# cores), then the GGUF adapter against merged and re-quantized models. Report: bench-report/tune/report.md.
+bench-tune: tune-deps
+	$(BIN)/python scripts/bench_tune.py
+
 # Robustness at full size (issue #6): load 100x5 fake / 20x3 real sessions, 20 rounds of kill -9 during
 # generation, hostile input, prompt injection, faults, access control. ~15 minutes on 2 cores.
 stress: install system-deps postgres
