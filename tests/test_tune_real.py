@@ -80,35 +80,44 @@ def test_the_ledger_prices_the_tune_as_its_own_route(tuned: tuple[Path, dict[str
 
 
 def test_the_adapter_loads_in_the_serving_path_and_changes_its_output(tuned: tuple[Path, dict[str, Any]]) -> None:
+    from bot.tuning.pipeline import load_examples
+    from models.fake import ScriptedChatModel
     from models.gguf_export import answer_nll
     from models.llama import LlamaChatModel
     from models.settings import ModelSettings
     from models.tuning import ExampleEncoder
+    from ui.app import build_services
+    from ui.cli.tune import prompt_builder
 
     data_dir, _ = tuned
     adapter = data_dir / "models" / "v1" / "adapter.gguf"
-    settings = ModelSettings(temperature=0.0, max_tokens=40, n_ctx=2048)
-    rows = [json.loads(line) for line in (data_dir / "models" / "v1" / "data.jsonl").read_text().splitlines()]
-    train = [r for r in rows if r["split"] == "train" and r["answerable"]][0]
-    passages = "\n\n".join(f"[{n}] {s['title']}\n{s['snippet'][:900]}" for n, s in enumerate(train["sources"], 1))
-    messages = [ChatMessage("user", f"{passages}\n\n{train['question']}")]
+    settings = ModelSettings(temperature=0.0, max_tokens=40, n_ctx=4096)
+    train = [e for e in load_examples(data_dir / "models" / "v1" / "data.jsonl") if e.split == "train"]
+    services = build_services(data_dir, model=ScriptedChatModel(), demo_kb=False)
+    try:  # the prompts exactly as the bot sends them (and as the tune trained on them)
+        build = prompt_builder(services.bot)
+        prompts = [build(e.question, e.lang, e.sources) for e in train]
+    finally:
+        services.close()
+    answerable = next(p for p, e in zip(prompts, train, strict=True) if e.answerable)
     base = LlamaChatModel(settings)
     tuned_model = LlamaChatModel(settings, load_options={"lora_path": str(adapter)}, model_id="v1")
     try:
-        before, _ = base.complete(messages)
-        after, usage = tuned_model.complete(messages)
+        before, _ = base.complete(answerable)
+        after, usage = tuned_model.complete(answerable)
     finally:
         base.close()
         tuned_model.close()
     assert usage.model_id == "v1"
     assert after != before  # three steps at a high learning rate move greedy decoding (even to an early stop)
-    # llama.cpp applying the adapter agrees with torch: the trained examples got more likely
+    # llama.cpp applying the adapter agrees with torch: the training examples got more likely (on average:
+    # three steps of two examples need not have seen each of them)
     encoder = ExampleEncoder(base.path)
     try:
-        example = encoder.encode([ChatMessage("user", train["question"])], train["answer"])
+        examples = [encoder.encode(p, e.answer) for p, e in zip(prompts, train, strict=True)]
     finally:
         encoder.close()
-    assert answer_nll(base.path, [example], adapter) < answer_nll(base.path, [example])
+    assert answer_nll(base.path, examples, adapter) < answer_nll(base.path, examples)
 
 
 def test_the_activated_version_serves_and_the_ledger_names_it(tuned: tuple[Path, dict[str, Any]]) -> None:
