@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from ui.cli.common import data_dir_option, emit, fail, friendly_errors, json_option
+from ui.cli.common import HelpGroup, data_dir_option, emit, fail, friendly_errors, json_option
 
 
 @click.command()
@@ -196,7 +196,7 @@ def ticket_grounding(checker: Any) -> Any:
     return grounded
 
 
-@click.group()
+@click.group(cls=HelpGroup)
 def models() -> None:
     """Model versions: the base and fine-tuned adapters, which one serves."""
 
@@ -303,7 +303,7 @@ def _actor() -> str:
         return "operator"
 
 
-@click.group()
+@click.group(cls=HelpGroup)
 def classifier() -> None:
     """The escalation classifier: a small model trained on the company's own labelled requests."""
 

@@ -169,6 +169,10 @@ def model_versions_markdown(db_path: Path) -> str:
     return f"**Model versions** (serving: `{html.escape(serving)}`; held-out, base → tuned): " + " · ".join(cells)
 
 
+def _num(value: Any) -> str:
+    return "-" if value is None else f"{value:.3f}"
+
+
 def model_markdown(dash: Dashboard, report: Report) -> str:
     model = dash.services.model
     from usage.db import connect
