@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from models.errors import ModelError
 from models.settings import ModelSettings
 from models.types import ChatModel
 
@@ -34,10 +35,11 @@ def load_engine(
     if backend != "scripted" and settings.engine == "openai":
         from models.served import ServedChatModel
 
-        if load_options:
-            raise ValueError(
+        if load_options:  # e.g. an active fine-tuned version (`firstline models activate`)
+            raise ModelError(
                 "engine=openai cannot load adapters itself: configure them on the servers (llama-server --lora; "
-                "vLLM --enable-lora --lora-modules NAME=PATH) and set FIRSTLINE_ENGINE_MODEL=NAME"
+                "vLLM --enable-lora --lora-modules NAME=PATH) and set FIRSTLINE_ENGINE_MODEL=NAME, then serve the "
+                "base model here (`firstline models activate base --force`)"
             )
         return ServedChatModel(settings.url_list(), settings, engine="openai", model_id=model_id)
     if settings.uses_worker(backend):

@@ -28,14 +28,12 @@ def preflight_model(data_dir: Path | None) -> Any:
     if ServerSettings().model_backend != "llama":
         return None
     settings = ModelSettings()
-    if settings.engine != "inprocess":  # a served engine: started (llama-server) or probed (replicas) here
-        from models.engine import load_engine
-
-        return load_engine(settings)
-    path, sha = loader.resolve_model(settings.model_path, settings.model_sha256)
-    loader.check_model_file(path, sha)
     bot_settings = BotSettings() if data_dir is None else BotSettings(data_dir=data_dir)
     serving = active_serving(bot_settings.database_path, settings)
+    if settings.engine != "inprocess":  # a served engine (with the active adapter): started or probed here
+        return load_model(settings, "llama", serving=serving)
+    path, sha = loader.resolve_model(settings.model_path, settings.model_sha256)
+    loader.check_model_file(path, sha)
     if settings.uses_worker("llama"):
         model = load_model(settings, "llama", serving=serving)
         if settings.idle_unload_s > 0:
