@@ -211,8 +211,9 @@ def _no_eval(*_: Any) -> dict[str, Any]:
     raise AssertionError("recorded figures suffice here")
 
 
-def test_activation_refuses_a_worse_version_unless_forced(data_dir: Path) -> None:
-    registry = ModelRegistry(data_dir / "firstline.db")
+@pytest.mark.stores
+def test_activation_refuses_a_worse_version_unless_forced(data_dir: Path, database: Path | str) -> None:
+    registry = ModelRegistry(database, data_dir)
     worse = {**BASE_FIGURES, "reference_f1": 0.25}
     _record(registry, "v1", worse)
     with pytest.raises(GateRefusedError, match="not better than base"):
@@ -226,9 +227,10 @@ def test_activation_refuses_a_worse_version_unless_forced(data_dir: Path) -> Non
     registry.close()
 
 
-def test_activate_rollback_and_versions_survive_a_restart(data_dir: Path) -> None:
-    db = data_dir / "firstline.db"
-    registry = ModelRegistry(db)
+@pytest.mark.stores
+def test_activate_rollback_and_versions_survive_a_restart(data_dir: Path, database: Path | str) -> None:
+    db = database
+    registry = ModelRegistry(db, data_dir)
     good = {**BASE_FIGURES, "reference_f1": 0.45, "garbled_rate_de": 0.05}
     better = {**BASE_FIGURES, "reference_f1": 0.50, "garbled_rate_de": 0.04}
     _record(registry, "v1", good)
@@ -240,12 +242,12 @@ def test_activate_rollback_and_versions_survive_a_restart(data_dir: Path) -> Non
         activate(registry, "v2", actor="ops", force=False, reason="", evaluate=_no_eval)
     registry.close()
 
-    registry = ModelRegistry(db)  # a restart
+    registry = ModelRegistry(db, data_dir)  # a restart
     assert registry.names() == ["v1", "v2"] and registry.active_name() == "v2"
     assert registry.get("v2").metrics["tuned"]["reference_f1"] == 0.50
     assert registry.rollback(actor="ops") == "v1"
     registry.close()
-    registry = ModelRegistry(db)
+    registry = ModelRegistry(db, data_dir)
     assert registry.active_name() == "v1"
     assert registry.rollback(actor="ops") == BASE
     with pytest.raises(RegistryError, match="nothing to roll back"):
@@ -292,13 +294,16 @@ def test_the_serving_choice_refuses_a_changed_or_foreign_adapter(data_dir: Path)
 
 
 # -- the ledger's training route -----------------------------------------------------------------------------
-def test_training_is_its_own_route_in_reports_but_not_in_budgets_or_projections(data_dir: Path) -> None:
+@pytest.mark.stores
+def test_training_is_its_own_route_in_reports_but_not_in_budgets_or_projections(
+    data_dir: Path, database: Path | str
+) -> None:
     from usage.budgets import BudgetGuard
     from usage.planning import project
     from usage.profiles import load_profiles
     from usage.reports import build_report, outcomes
 
-    db = data_dir / "firstline.db"
+    db = database
     ledger = Ledger(db, heartbeat=False)
     rid = ledger.start(conversation_id="training:v1", route="training", model_id="base+lora-v1")
     row = ledger.finish(rid, measurement=Measurement(training_s=600.0, model_id="base+lora-v1", device="CPU"))
@@ -308,7 +313,7 @@ def test_training_is_its_own_route_in_reports_but_not_in_budgets_or_projections(
     ledger.finish(chat, measurement=Measurement(prefill_s=1.0, decode_s=2.0, model_id="base+lora-v1"))
     ledger.close()
     now = utcnow()
-    book = load_profiles(data_dir)
+    book = load_profiles(data_dir, database=db)
     report = build_report(db, book.active_profile, by="route", since=now - timedelta(hours=1),
                           until=now + timedelta(minutes=1))  # fmt: skip
     by_route = {r.key: r for r in report.rows}
@@ -327,11 +332,12 @@ def test_training_is_its_own_route_in_reports_but_not_in_budgets_or_projections(
     assert found.conversations == 1  # the chat; the tune is no conversation
 
 
-def test_retention_keeps_the_name_of_a_training_row(data_dir: Path) -> None:
+@pytest.mark.stores
+def test_retention_keeps_the_name_of_a_training_row(database: Path | str) -> None:
     from bot.conversation_store import ConversationStore
     from bot.housekeeping import purge
 
-    db = data_dir / "firstline.db"
+    db = database
     ConversationStore(db).close()
     ledger = Ledger(db, heartbeat=False)
     for conversation, route in (("training:v1", "training"), ("c-old", "model")):

@@ -77,12 +77,14 @@ def load_model(
     )
 
 
-def active_serving(db_path: Path, model_settings: ModelSettings, version: str | None = None) -> Serving:
+def active_serving(
+    db_path: Path | str, model_settings: ModelSettings, version: str | None = None, data_dir: Path | None = None
+) -> Serving:
     """The model version that serves (`firstline models activate`), or the named `version`, checked
     against the configured base model."""
     from models.loader import resolve_model
 
-    registry = ModelRegistry(db_path)
+    registry = ModelRegistry(db_path, data_dir)
     try:
         path, sha = resolve_model(model_settings.model_path, model_settings.model_sha256)
         serving = serving_choice(registry, path, sha) if version is None else serving_of(registry, version, path, sha)
@@ -95,7 +97,7 @@ def active_serving(db_path: Path, model_settings: ModelSettings, version: str | 
     return serving
 
 
-def active_classifier(db_path: Path, knowledge: KnowledgeBase) -> EscalationClassifier | None:
+def active_classifier(db_path: Path | str, knowledge: KnowledgeBase) -> EscalationClassifier | None:
     """The trained escalation classifier the router asks after its rules, if one beat the rules on held-out."""
     store = ClassifierStore(db_path)
     try:
@@ -127,7 +129,7 @@ def build_services(
     profiles = load_profiles(bot_settings.data_dir, database=db_path)
     ledger = Ledger(db_path, profile=active_profile(profiles))
     provisioning: ProvisioningRecorder | None = None
-    serving = active_serving(db_path, model_settings, model_version) if model is None else None
+    serving = active_serving(db_path, model_settings, model_version, bot_settings.data_dir) if model is None else None
     if model is not None:
         chat_model = model
     elif model_settings.idle_unload_s > 0:

@@ -113,9 +113,17 @@ class ModelVersion:
 class ModelRegistry(Store):
     """Model versions and which one serves."""
 
-    def __init__(self, path: Path | str) -> None:
-        super().__init__(path, migrations)
-        self.data_dir = Path(path).parent
+    def __init__(self, target: Path | str, data_dir: Path | None = None) -> None:
+        """`target`: the shared store (SQLite file or PostgreSQL URL); `data_dir`: where this host keeps the
+        adapter files (default: the SQLite file's directory). The versions and which one serves are shared by
+        every host; each host keeps the files, checked against their recorded SHA-256 before serving."""
+        super().__init__(target, migrations)
+        if data_dir is None:
+            if self.postgres:
+                self.close()
+                raise ValueError("a model registry on PostgreSQL needs the data directory that holds the adapters")
+            data_dir = Path(self.path).parent
+        self.data_dir = Path(data_dir)
 
     # -- versions ----------------------------------------------------------------------------------
     def next_version(self) -> str:
@@ -153,12 +161,20 @@ class ModelRegistry(Store):
 
     def names(self) -> list[str]:
         with self.read() as db:
-            return [r[0] for r in db.execute("SELECT version FROM model_versions ORDER BY rowid").fetchall()]
+            return [
+                r[0]
+                for r in db.execute(
+                    "SELECT version FROM model_versions ORDER BY created_at, length(version), version"
+                ).fetchall()
+            ]
 
     def versions(self) -> list[ModelVersion]:
         """Every tuned version, oldest first."""
         with self.read() as db:
-            return [ModelVersion.from_row(r) for r in db.query("SELECT * FROM model_versions ORDER BY rowid")]
+            return [
+                ModelVersion.from_row(r)
+                for r in db.query("SELECT * FROM model_versions ORDER BY created_at, length(version), version")
+            ]
 
     def adapter_file(self, version: ModelVersion) -> Path:
         return self.data_dir / version.adapter_path

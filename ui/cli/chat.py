@@ -29,7 +29,7 @@ def preflight_model(data_dir: Path | None) -> Any:
         return None
     settings = ModelSettings()
     bot_settings = BotSettings() if data_dir is None else BotSettings(data_dir=data_dir)
-    serving = active_serving(bot_settings.database_path, settings)
+    serving = active_serving(bot_settings.database, settings, data_dir=bot_settings.data_dir)
     if settings.engine != "inprocess":  # a served engine (with the active adapter): started or probed here
         return load_model(settings, "llama", serving=serving)
     path, sha = loader.resolve_model(settings.model_path, settings.model_sha256)

