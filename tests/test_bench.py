@@ -227,3 +227,22 @@ def test_the_report_quotes_the_last_gpu_run_as_such(tmp_path: Path) -> None:
     broken.write_text("{not json", encoding="utf-8")
     assert "could not be read" in "\n".join(gpu_section(broken))
     assert gpu_section(tmp_path / "missing.json") == []
+
+
+@pytest.mark.real_model
+def test_the_engines_section_runs_and_its_report_is_written(tmp_path: Path) -> None:
+    """Bug: the engines section left its composed services in the figures, so writing report.json failed
+    ("Object of type Services is not JSON serializable") after a full 14-minute run."""
+    from ui.cli.main import main
+
+    out = tmp_path / "bench-out"
+    result = CliRunner().invoke(
+        main, ["bench", "--json", "--quick", "--only", "engines", "--sessions", "1", "--out", str(out)]
+    )
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.stdout)
+    names = {r["name"]: r for r in doc["results"]}
+    for config in ("inprocess", "llama-server_4", "llama-server_8"):
+        assert names[f"engines.{config}.sessions_1.total_tokens_per_s"]["value"] > 0
+        assert names[f"engines.{config}.sessions_1.billed_vs_busy"]["value"] is not None
+    assert json.loads((out / "report.json").read_text())["results"]

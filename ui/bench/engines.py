@@ -28,7 +28,7 @@ from collections import defaultdict
 from typing import Any
 
 from ui.bench.core import Bench, Shared, fmt, ratio
-from ui.bench.harness import QUESTIONS, bot_for, run_turn
+from ui.bench.harness import QUESTIONS, bot_for, close_services, run_turn
 from usage.sharing import Interval, busy_seconds
 from usage.stats import percentile
 
@@ -130,7 +130,7 @@ def engines(bench: Bench, shared: Shared) -> None:
                 lv = run_level(services, n, max(n, opts.engine_turns), f"{name}-{n}")
                 report_level(bench, name, lv, conservation(services, f"{name}-{n}"))
         finally:
-            services.close()
+            close_services(bench)  # closes `services` and takes it out of the figures (report.json)
             close = getattr(model, "close", None)
             if callable(close):
                 close()

@@ -14,6 +14,7 @@ from ui.bench import (
     decode,
     engines,
     guard,
+    harness,
     limits,
     postgres,
     report,
@@ -62,6 +63,7 @@ def run_bench(options: BenchOptions, progress: Callable[[str], None] | None = No
                 bench.note(f"**section failed**: {type(exc).__name__}: {exc}")
                 bench.progress(f"[{name}] failed: {type(exc).__name__}: {exc}")
             bench.details.setdefault("section_seconds", {})[name] = round(time.perf_counter() - t0, 1)
+            harness.close_services(bench)  # what a section that failed midway left open (not a figure)
         bench.details["load_after"] = os.getloadavg()
         bench.section = "targets"
         judge_targets(bench)
