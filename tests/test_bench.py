@@ -246,3 +246,19 @@ def test_the_engines_section_runs_and_its_report_is_written(tmp_path: Path) -> N
         assert names[f"engines.{config}.sessions_1.total_tokens_per_s"]["value"] > 0
         assert names[f"engines.{config}.sessions_1.billed_vs_busy"]["value"] is not None
     assert json.loads((out / "report.json").read_text())["results"]
+
+
+def test_every_section_has_a_title_so_its_figures_reach_report_md(tmp_path: Path) -> None:
+    """Bug: the engines section had no title, so report.md left all its figures out (only report.json had
+    them)."""
+    from ui.bench import report as bench_report
+    from ui.bench.core import SECTIONS
+
+    assert set(SECTIONS) <= set(bench_report.TITLES)
+    bench = Bench(BenchOptions(out_dir=tmp_path / "report"))
+    bench.section = "engines"
+    bench.add("engines.inprocess.sessions_1.total_tokens_per_s", 61.5, "tok/s")
+    bench.section = "targets"
+    judge_targets(bench)
+    md = Path(bench_report.write(bench)["markdown"]).read_text()
+    assert "`engines.inprocess.sessions_1.total_tokens_per_s`" in md

@@ -22,6 +22,7 @@ TITLES = {
     "buffers": "llama.cpp's extra CPU buffer types (what the AMX guard turns off): speed on and off",
     "threads": "Decode idle and beside a busy core: thread counts and OpenMP wait policies",
     "guard": "Grounding guard: time to the first visible text",
+    "engines": "Many sessions at once: in-process vs llama-server with 4 and 8 slots, and billing under batching",
     "targets": "Targets",
 }
 STATUS = {True: "met", False: "**missed**", None: "not measured"}
