@@ -119,13 +119,16 @@ def open_db(target: Path | str) -> Any:
 
 def rows_planted(target: Path | str) -> None:
     """After a test wrote ledger rows directly (as the ledger would have finished them): on PostgreSQL the
-    ledger's daily rollup is maintained by `Ledger.finish`, so rebuild it from the planted rows."""
-    from usage.ledger import rebuild_rollup
+    ledger's daily rollup is maintained by `Ledger.finish`, so rebuild it from the planted rows (on SQLite the
+    conversation rollup, the only one kept there)."""
+    from usage.ledger import rebuild_conversation_rollup, rebuild_rollup
 
     db = open_db(target)
     try:
         if db.dialect == "postgresql":
             rebuild_rollup(db)
+        else:
+            rebuild_conversation_rollup(db)
     finally:
         db.close()
 

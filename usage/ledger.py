@@ -15,6 +15,10 @@ rollup, so processes finishing requests at the same moment do not wait for each 
 written once and finished by one update (measured against an append-only start/finish pair in
 `firstline bench`; docs/postgresql.md). On SQLite the rollup table exists but stays empty: reports read the
 raw rows there.
+
+The conversation outcomes (`ledger_conversations`, `conversations_daily`: conversations per day of their first
+request, and how many of them were routed to a person) are maintained with each finished row on both databases,
+in the same statement (PostgreSQL's one-statement finish) or transaction.
 """
 
 from __future__ import annotations
@@ -161,6 +165,107 @@ def m008_billing_indexes(db: Database) -> None:
     db.execute("CREATE INDEX requests_estimated ON requests (started_at) WHERE estimated = 1")
 
 
+# The conversation outcomes of reports (deflection, staff time avoided, cost per resolved conversation) per day.
+# A conversation belongs to the day of its first finished request (fine-tuning runs are no conversations) and is
+# escalated once any of its finished requests was routed to a human, whenever that happens; `ledger_conversations`
+# holds each conversation's day and flag, `conversations_daily` the counts per day (and writer shard, as above).
+# Both are maintained with each finished row, on SQLite and PostgreSQL, so a report counts closed days from
+# `conversations_daily` and only the rest of its period from raw rows (usage/reports.py).
+_CONVERSATION_UPSERT = (
+    "ON CONFLICT (conversation_id) DO UPDATE SET prev_day = ledger_conversations.first_day, "
+    "prev_human = ledger_conversations.human, "
+    "first_day = CASE WHEN EXCLUDED.first_day < ledger_conversations.first_day THEN EXCLUDED.first_day "
+    "ELSE ledger_conversations.first_day END, "
+    "human = CASE WHEN EXCLUDED.human > ledger_conversations.human THEN EXCLUDED.human "
+    "ELSE ledger_conversations.human END "
+    "WHERE EXCLUDED.first_day < ledger_conversations.first_day OR EXCLUDED.human > ledger_conversations.human "
+    # prev_* keep what the row said before this change (NULL: the row is new); the upsert locks the row, so two
+    # processes finishing requests of one conversation at once each see the other's change
+    "RETURNING first_day, human, prev_day, prev_human"
+)
+_CONVERSATIONS_DAILY_ADD = (
+    "ON CONFLICT (day, shard) DO UPDATE SET conversations = conversations_daily.conversations + "
+    "EXCLUDED.conversations, escalated = conversations_daily.escalated + EXCLUDED.escalated"
+)
+OUTCOME_STATUSES = FINAL_STATUSES + ("interrupted",)
+
+
+@migrations()
+def m009_conversation_rollup(db: Database) -> None:
+    conversations = db.table("ledger_conversations")
+    conversations.create(
+        {"conversation_id": str, "first_day": str, "human": int, "prev_day": str, "prev_human": int},
+        pk="conversation_id",
+        not_null={"first_day", "human"},
+    )
+    conversations.create_index(["human", "first_day"])  # the human-routed conversations of a period
+    columns = {"day": str, "shard": int, "conversations": int, "escalated": int}
+    db.table("conversations_daily").create(columns, pk=("day", "shard"), not_null=set(columns))
+    rebuild_conversation_rollup(db)  # rows written before this migration
+
+
+def rebuild_conversation_rollup(db: Any) -> None:
+    """Recompute `ledger_conversations` and `conversations_daily` from the raw rows (the migration's backfill;
+    a repair and bulk-load tool: the ledger maintains both row by row)."""
+    db.execute("DELETE FROM conversations_daily")
+    db.execute("DELETE FROM ledger_conversations")
+    db.execute(
+        "INSERT INTO ledger_conversations (conversation_id, first_day, human) SELECT conversation_id, "
+        "substr(min(started_at), 1, 10), max(CASE WHEN route = 'human' THEN 1 ELSE 0 END) FROM requests "
+        f"WHERE status IN {OUTCOME_STATUSES} AND route <> 'training' GROUP BY conversation_id"
+    )
+    db.execute(
+        "INSERT INTO conversations_daily (day, shard, conversations, escalated) "
+        "SELECT first_day, 0, count(*), sum(human) FROM ledger_conversations GROUP BY first_day"
+    )
+
+
+def _add_conversations_daily(db: Any, deltas: dict[str, list[int]], shard: int) -> None:
+    for day, (n, escalated) in deltas.items():
+        if n or escalated:
+            db.execute(
+                "INSERT INTO conversations_daily (day, shard, conversations, escalated) VALUES (?, ?, ?, ?) "
+                + _CONVERSATIONS_DAILY_ADD,
+                [day, shard, n, escalated],
+            )
+
+
+def _roll_conversation(db: Any, conversation_id: str, day: str, human: int, shard: int) -> None:
+    """A finished request of `conversation_id` started on `day` (human: routed to a person): its conversation
+    now starts no later than `day` and is escalated if `human`; the daily counts move with it."""
+    changed = db.execute(
+        "INSERT INTO ledger_conversations (conversation_id, first_day, human) VALUES (?, ?, ?) " + _CONVERSATION_UPSERT,
+        [conversation_id, day, human],
+    ).fetchall()
+    deltas: dict[str, list[int]] = {}
+    for first_day, now_human, prev_day, prev_human in changed:
+        if prev_day is not None:  # it moved (an earlier request finished later) or became escalated
+            d = deltas.setdefault(prev_day, [0, 0])
+            d[0], d[1] = d[0] - 1, d[1] - int(prev_human)
+        d = deltas.setdefault(first_day, [0, 0])
+        d[0], d[1] = d[0] + 1, d[1] + int(now_human)
+    _add_conversations_daily(db, deltas, shard)
+
+
+def _roll_finished_conversation(db: Any, row: dict[str, Any], shard: int) -> None:
+    """`_roll_conversation` for a finished ledger row (a fine-tuning run is no conversation)."""
+    if row["route"] != "training":
+        _roll_conversation(db, row["conversation_id"], row["started_at"][:10], int(row["route"] == "human"), shard)
+
+
+def _finish_conversation_ctes(shard: int) -> str:
+    """PostgreSQL: `_roll_finished_conversation` as CTEs over `f` (the finished row) for `_finish_and_roll_sql`."""
+    return (
+        "c AS (INSERT INTO ledger_conversations (conversation_id, first_day, human) SELECT conversation_id, "
+        "substr(started_at, 1, 10), CASE WHEN route = 'human' THEN 1 ELSE 0 END FROM f WHERE route <> 'training' "
+        f"{_CONVERSATION_UPSERT}), "
+        "d AS (INSERT INTO conversations_daily (day, shard, conversations, escalated) "
+        f"SELECT day, {int(shard)}, sum(n), sum(h) FROM (SELECT first_day AS day, 1 AS n, human AS h FROM c "
+        "UNION ALL SELECT prev_day, -1, -prev_human FROM c WHERE prev_day IS NOT NULL) AS x GROUP BY day "
+        f"{_CONVERSATIONS_DAILY_ADD})"
+    )
+
+
 def rollup_select(where: str = "1=1") -> str:
     """SQL that aggregates finished raw rows into rollup rows (all in one shard: 0)."""
     micro = "greatest(0, floor(coalesce(compute_s, latency_s, 0) * 1000000 + 0.5)::bigint)"
@@ -187,6 +292,8 @@ def rebuild_rollup(db: Any, since_day: str | None = None, until_day: str | None 
         + rollup_select("started_at >= ? AND started_at < ?"),
         [lo, hi],
     )
+    if since_day is None and until_day is None and db.table("conversations_daily").exists():
+        rebuild_conversation_rollup(db)  # a conversation spans days: only a whole rebuild recounts them
 
 
 def _rollup_key(row: dict[str, Any], shard: int) -> list[Any]:
@@ -222,7 +329,7 @@ def _finish_and_roll_sql(sets: str, shard: int) -> str:
     return (
         f"WITH f AS (UPDATE requests SET {sets} WHERE request_id = ? AND status = 'started' RETURNING *), "
         f"r AS (INSERT INTO requests_daily ({', '.join(ROLLUP_KEY + ROLLUP_SUMS)}) SELECT {key}, {sums} FROM f "
-        f"{_ROLLUP_ADD}) SELECT * FROM f"
+        f"{_ROLLUP_ADD}), {_finish_conversation_ctes(shard)} SELECT * FROM f"
     )
 
 
@@ -469,6 +576,12 @@ class Ledger(Store):
             if self.postgres:  # the finished row comes back with the update: no second look across partitions
                 finished = dict(zip([d.name for d in cur.description], cur.fetchone(), strict=True))
                 _roll(db, finished, self.shard)
+                _roll_finished_conversation(db, finished, self.shard)
+            else:
+                sql = "SELECT conversation_id, route, started_at FROM requests WHERE request_id = ?"
+                keys = dict(zip(("conversation_id", "route", "started_at"), db.execute(sql, [request_id]).fetchone(),
+                                strict=True))  # fmt: skip
+                _roll_finished_conversation(db, keys, self.shard)
             if m.shared:  # its share of the replica's time, and the shares that this row's end made final
                 sharing.bill(db, m.replica, self.profile, on_rebill=self._rebill_hook(db))
                 finished = None  # re-billed: read back below
@@ -525,7 +638,8 @@ class Ledger(Store):
         count = 0
         with self.write() as db:
             owners = {r["owner"]: r for r in db.table("instances").rows}
-            rows = list(db.query("SELECT request_id, started_at, owner FROM requests WHERE status = 'started'"))
+            rows = list(db.query("SELECT request_id, conversation_id, route, started_at, owner FROM requests "
+                                 "WHERE status = 'started'"))  # fmt: skip
             for row in rows:
                 inst = owners.get(row["owner"])
                 if row["owner"] == self.owner or (inst and _alive(inst, host, now)):
@@ -544,6 +658,8 @@ class Ledger(Store):
                     # an interrupted row counts with the time it ran, priced under this process's profile
                     rolled |= {"profile": self.profile.name, "profile_version": self.profile.version}
                     _roll(db, rolled, self.shard, to_micros(self.profile.request_cost(spent)))
+                if cur.rowcount == 1:
+                    _roll_finished_conversation(db, row, self.shard)
         if count:
             log.warning("marked %d ledger rows interrupted (their process ended mid-request)", count)
         return count
@@ -641,6 +757,7 @@ class Ledger(Store):
                 else:
                     sql = "UPDATE requests SET conversation_id = ? WHERE conversation_id = ?"
                     count += db.execute(sql, [new, old]).rowcount
+                    _rename_conversation(db, old, new, self.shard)
         return count
 
     # -- reading -----------------------------------------------------------------------------------
@@ -680,6 +797,17 @@ class Tracked:
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def _rename_conversation(db: Any, old: str, new: str, shard: int) -> None:
+    """The conversation rollup follows a renamed conversation (merged into `new` if that one exists too)."""
+    found = db.execute("SELECT first_day, human FROM ledger_conversations WHERE conversation_id = ?", [old]).fetchone()
+    if found is None:
+        return
+    first_day, human = found[0], int(found[1])
+    db.execute("DELETE FROM ledger_conversations WHERE conversation_id = ?", [old])
+    _add_conversations_daily(db, {first_day: [-1, -human]}, shard)
+    _roll_conversation(db, new, first_day, human, shard)
 
 
 def _alive(instance: dict[str, Any], host: str, now: datetime) -> bool:

@@ -20,7 +20,8 @@ avoid sorting the period: each group is one index range, a time bucket on `start
 The SQL is written once; `_sql` holds the few fragments that differ between SQLite and PostgreSQL.
 p50/p95 of latency and queue wait (nearest rank) come from a parallel query: exact up to
 `PERCENTILE_SAMPLE` rows, above that over a systematic sample of every k-th rowid of the period. The
-conversation outcomes run in parallel too. `firstline cost benchmark` times it over a synthetic ledger.
+conversation outcomes run in parallel too, counting closed days from the ledger's daily conversation rollup (on
+both databases). `firstline cost benchmark` times it over a synthetic ledger.
 """
 
 from __future__ import annotations
@@ -39,11 +40,19 @@ from sqlite_utils import Database
 from sqlite_utils.migrations import Migrations
 
 from usage import sharing
-from usage.db import DB, Store, Target, connect, exists
+from usage.db import DB, Store, Target, connect, each_in, exists
 from usage.errors import StorageError
 from usage.feedback import Feedback
 from usage.feedback import summarize as summarize_feedback
-from usage.ledger import Ledger, ensure_partitions, iso, parse_iso, rebuild_rollup, utcnow
+from usage.ledger import (
+    Ledger,
+    ensure_partitions,
+    iso,
+    parse_iso,
+    rebuild_conversation_rollup,
+    rebuild_rollup,
+    utcnow,
+)
 from usage.ledger import migrations as ledger_migrations
 from usage.pricing import (
     MICROS,
@@ -468,6 +477,11 @@ def _closed_days(db: DB, by: str, since: datetime, until: datetime) -> tuple[dat
     """The whole UTC days of [since, until) before today that the rollup answers (PostgreSQL), or None."""
     if db.dialect != "postgresql" or by not in ROLLUP_GROUPS:
         return None
+    return _whole_days_before_today(since, until)
+
+
+def _whole_days_before_today(since: datetime, until: datetime) -> tuple[datetime, datetime] | None:
+    """[lo, hi): the whole UTC days of [since, until) before today (closed: a rollup answers them), or None."""
     lo = _day_start(since) + (timedelta(days=1) if since != _day_start(since) else timedelta(0))
     hi = min(_day_start(until), _day_start(utcnow()))
     return (lo, hi) if lo < hi else None
@@ -801,8 +815,10 @@ def outcomes(
 ) -> Outcomes | None:
     """Deflection, resolution and staff time for conversations started in [since, until).
 
-    With `facts` the conversations and tickets are counted by their owners; without, from the ledger alone
-    (a conversation is escalated when it has a human-routed request)."""
+    With `facts` the conversations and tickets are counted by their owners (the human-routed conversations come
+    from the ledger's conversation rollup); without, from the ledger alone (`ledger_outcome_counts`: a
+    conversation starts with its first request and is escalated when any of its requests went to a person).
+    Neither reads raw ledger rows of closed days."""
     a = assumptions or Assumptions()
     db = connect(db_path, readonly=True)
     try:
@@ -811,24 +827,11 @@ def outcomes(
         params = [iso(since), iso(until)]
         counts = None
         if facts is not None:
-            human = {
-                r[0]
-                for r in db.execute(
-                    "SELECT DISTINCT conversation_id FROM requests WHERE route = 'human' AND started_at >= ?",
-                    [iso(since)],
-                ).fetchall()
-            }
-            counts = facts.outcome_counts(iso(since), iso(until), human)
+            counts = facts.outcome_counts(iso(since), iso(until), human_routed(db, since))
         source = "conversations"
         if counts is None:
-            counts = db.execute(
-                "SELECT count(*), coalesce(sum(h), 0), coalesce(sum(1 - h), 0) FROM (SELECT "
-                f"max(CASE WHEN route = 'human' THEN 1 ELSE 0 END) AS h FROM requests WHERE {_finished(db)} "
-                "AND route <> 'training' AND started_at >= ? AND started_at < ? "
-                "GROUP BY conversation_id) AS o",  # a fine-tuning run is no conversation
-                params,
-            ).fetchone()
-            source = "ledger"
+            n, escalated = ledger_outcome_counts(db, since, until)
+            counts, source = (n, escalated, n - escalated), "ledger"
         rated = summarize_feedback(db, since, until)
     finally:
         db.close()
@@ -848,6 +851,56 @@ def outcomes(
         a.staff_hourly_cost,
         feedback=rated,
     )
+
+
+def human_routed(db: DB, since: datetime) -> set[str]:
+    """Conversations whose first request started on `since`'s day or later and that had a request routed to a
+    person (at any time): from the ledger's conversation rollup, an index range (raw rows on a ledger without
+    it: a read-only copy never migrated)."""
+    if has_table(db, "ledger_conversations"):
+        sql = "SELECT conversation_id FROM ledger_conversations WHERE human = 1 AND first_day >= ?"
+        return {r[0] for r in db.execute(sql, [since.strftime("%Y-%m-%d")]).fetchall()}
+    sql = f"SELECT DISTINCT conversation_id FROM requests WHERE route = 'human' AND {_finished(db)} AND started_at >= ?"
+    return {r[0] for r in db.execute(sql, [iso(since)]).fetchall()}
+
+
+def ledger_outcome_counts(db: DB, since: datetime, until: datetime) -> tuple[int, int]:
+    """(conversations, escalated) of the conversations whose first finished request started in [since, until),
+    counted from the ledger alone: escalated when any of its finished requests was routed to a person (then or
+    later). Closed days come from the ledger's daily conversation rollup; only the rest of the period (today,
+    and the parts of days at its edges) from raw rows, as the report's sums do."""
+    closed = _whole_days_before_today(since, until) if has_table(db, "conversations_daily") else None
+    if closed is None:
+        return raw_outcome_counts(db, since, until)
+    lo, hi = closed
+    n, escalated = db.execute(
+        "SELECT coalesce(sum(conversations), 0), coalesce(sum(escalated), 0) FROM conversations_daily "
+        "WHERE day >= ? AND day < ?",
+        [lo.strftime("%Y-%m-%d"), hi.strftime("%Y-%m-%d")],
+    ).fetchone()
+    n, escalated = int(n), int(escalated)
+    for a, b in ((since, lo), (hi, until)):
+        if a < b:
+            more = raw_outcome_counts(db, a, b)
+            n, escalated = n + more[0], escalated + more[1]
+    return n, escalated
+
+
+def raw_outcome_counts(db: DB, since: datetime, until: datetime) -> tuple[int, int]:
+    """`ledger_outcome_counts` from the raw rows alone: the conversations with a finished request in the period,
+    then all finished requests of those (by the conversation index, 500 ids at a time): those whose first one
+    started in the period count. A fine-tuning run is no conversation."""
+    rows = f"{_finished(db)} AND route <> 'training'"
+    sql = f"SELECT DISTINCT conversation_id FROM requests WHERE {rows} AND started_at >= ? AND started_at < ?"
+    ids = [r[0] for r in db.execute(sql, [iso(since), iso(until)]).fetchall()]
+    sql = (
+        f"SELECT min(started_at), max(CASE WHEN route = 'human' THEN 1 ELSE 0 END) FROM requests WHERE {rows} "
+        "AND conversation_id IN ({ids}) GROUP BY conversation_id"
+    )
+    lo, hi = iso(since), iso(until)
+    firsts = [(first, int(h)) for cur in each_in(db, sql, ids) for first, h in cur.fetchall()]
+    inside = [h for first, h in firsts if lo <= first < hi]
+    return len(inside), sum(inside)
 
 
 def _staff_time(events: list[tuple[str, str, str]], since: datetime, until: datetime) -> tuple[int, Decimal]:
@@ -945,9 +998,10 @@ def synthetic_ledger(
                     "VALUES (?, ?, ?, 'en', ?) ON CONFLICT DO NOTHING",
                     [(c, at, at, status) for c, at, status in conversations],
                 )
-        if db.dialect == "sqlite":
+        if db.dialect == "sqlite":  # bulk-loaded rows bypassed Ledger.finish: count their conversations
+            rebuild_conversation_rollup(db)
             db.execute("COMMIT")
-        else:  # bulk-loaded rows bypassed Ledger.finish: build their daily rollup (and their partitions first)
+        else:  # the same, with their daily rollup (and their partitions first)
             with db.conn.transaction():
                 rebuild_rollup(db)
     finally:

@@ -46,6 +46,8 @@ READERS = {
     "ticket_events": {"bot.inbox": "the inbox searches the tickets' notes (read only)"},
     "messages": {"bot.inbox": "waiting times, unread counts and search over the tickets' conversations (read only)"},
     "requests_daily": {"usage.reports": "reports read closed days from the rollup (same package)"},
+    "ledger_conversations": {"usage.reports": "the outcomes' human-routed conversations (same package)"},
+    "conversations_daily": {"usage.reports": "the outcomes read closed days from the rollup (same package)"},
     "instances": {"usage.provisioning": "open periods end at their process's last heartbeat (same package)"},
 }
 WIDTH = 100  # help text wrapped as on a 100-column terminal, whatever terminal runs `make docs`
