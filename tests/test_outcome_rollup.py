@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import random
 import re
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -54,11 +54,15 @@ def _reference(target: Path | str, since: datetime, until: datetime) -> tuple[in
     return len(inside), sum(human[c] for c in inside)
 
 
-def _write_history(target: Path | str, clock: Clock, rng: random.Random, today: datetime) -> None:
+def _write_history(target: Path | str, monkeypatch: pytest.MonkeyPatch, seed: int) -> datetime:
     """Five closed days and part of today through the Ledger's own writes, in time order: conversations that
     span midnight, escalations days after their first request, a request that started first but finished after
     a later one (across midnight), routes changed on finish, shared-replica requests re-billed by later ones,
-    fine-tuning runs, requests of a crashed process recovered as interrupted, and renamed (merged) conversations."""
+    fine-tuning runs, requests of a crashed process recovered as interrupted, and renamed (merged) conversations.
+    Returns the start of today (UTC)."""
+    rng, today = random.Random(seed), _day(utcnow())
+    clock = Clock(today - timedelta(days=5))
+    monkeypatch.setattr(ledger_module, "utcnow", clock)
     first_day = today - timedelta(days=5)
     end = min(utcnow() - timedelta(seconds=5), today + timedelta(hours=20))
     events: list[tuple[datetime, int, str, dict[str, Any]]] = []  # (when, order, action, details)
@@ -130,16 +134,15 @@ def _write_history(target: Path | str, clock: Clock, rng: random.Random, today: 
         renamer.rename_conversations({"c010": "purged-a", "c020": "purged-b", "c021": "purged-b"})
     finally:
         renamer.close()
+    return today
 
 
+@pytest.mark.parametrize("seed", [17, 29])
 def test_rollup_outcomes_equal_the_raw_rows_on_random_histories(
-    data_dir: Path, monkeypatch: pytest.MonkeyPatch
+    data_dir: Path, monkeypatch: pytest.MonkeyPatch, seed: int
 ) -> None:
     target = store_target(data_dir)
-    today = _day(utcnow())
-    clock = Clock(today - timedelta(days=5))
-    monkeypatch.setattr(ledger_module, "utcnow", clock)
-    _write_history(target, clock, random.Random(17), today)
+    today = _write_history(target, monkeypatch, seed)
     assert db_rows(target, "SELECT count(*) FROM requests WHERE status = 'interrupted'")[0][0] >= 2
     assert db_rows(target, "SELECT count(*) FROM requests WHERE billing <> 'measured'")[0][0] >= 3  # re-billed
 
@@ -267,4 +270,26 @@ def test_outcomes_count_a_conversation_on_the_day_it_began(data_dir: Path, monke
     assert [(o.conversations, o.escalated) for o in days if o] == [(1, 1), (0, 0), (0, 0)]
     both = reports.outcomes(target, today - timedelta(days=3), today)
     assert both is not None and (both.conversations, both.escalated) == (1, 1)
-    assert datetime.now(UTC) > today  # (the clock above was the ledger's only)
+
+
+def test_the_migration_backfills_the_rollup_of_an_existing_ledger(
+    data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A ledger written before m009_conversation_rollup: the migration counts its conversations from the raw rows."""
+    target = store_target(data_dir)
+    today = _write_history(target, monkeypatch, 3)
+    since, until = today - timedelta(days=5), today
+    expected = _reference(target, since, until)
+    for sql in ("DROP TABLE conversations_daily", "DROP TABLE ledger_conversations",
+                "DELETE FROM _sqlite_migrations WHERE name = 'm009_conversation_rollup'"):  # fmt: skip
+        db_execute(target, sql)
+    found = reports.outcomes(target, since, until)  # before the migration: the raw rows (a read-only copy)
+    assert found is not None and (found.conversations, found.escalated) == expected
+    Ledger(target, heartbeat=False).close()  # the next start migrates
+    assert db_rows(target, "SELECT count(*) FROM ledger_conversations")[0][0] >= 60
+    db = connect(target, readonly=True)
+    try:
+        assert reports.ledger_outcome_counts(db, since, until) == expected
+        assert reports.raw_outcome_counts(db, since, until) == expected
+    finally:
+        db.close()
