@@ -96,3 +96,15 @@ def test_a_projection_from_minutes_of_traffic_says_so(tmp_path: Path) -> None:
     assert 'id="projection-warning"' in text and "Rough guess" in text
     assert "Rests on 12 requests over 29 minutes" in text
     assert "{" not in text  # sentences and a table, not raw JSON
+
+
+def test_a_projection_without_traffic_ranks_no_profile(tmp_path: Path) -> None:
+    """With no requests measured, the per-second profile costs 0.00 a year and was shown as "(cheapest)"
+    beside the standing cost of the period-billed ones: a ranking of nothing against a fixed cost."""
+    db = tmp_path / "firstline.db"
+    projection = project(db, default_book(), days=30, now=datetime(2025, 3, 1, tzinfo=UTC))
+    text = projection_markdown(projection)
+    assert projection.as_dict()["cheapest"] is None
+    assert "(cheapest)" not in text
+    assert 'id="projection-warning"' in text and "no profile is ranked" in text
+    assert "every yearly figure is zero" not in text  # the period-billed profiles are not zero

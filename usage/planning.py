@@ -191,7 +191,8 @@ class Projection:
     def warning(self) -> str | None:
         """Why the projection is not to be trusted yet, or None once it rests on enough traffic."""
         if self.requests == 0:
-            return "No traffic measured yet: every yearly figure is zero."
+            return ("No traffic measured yet: per-request costs show as zero and period-billed profiles only "
+                    "their standing cost, so no profile is ranked cheapest.")
         thin = []
         if self.measured_s < MIN_PROJECTION_S:
             thin.append(f"only {span_text(self.measured_s)} of traffic (daily and weekly patterns are missing)")
@@ -203,6 +204,14 @@ class Projection:
             f"Rough guess: {' and '.join(thin)} scaled to a whole year. Trust it after at least "
             f"{span_text(MIN_PROJECTION_S)} and {MIN_PROJECTION_REQUESTS} requests of real traffic."
         )
+
+    @property
+    def cheapest(self) -> str | None:
+        """The cheapest profile for the measured traffic; None without traffic, where per-request profiles
+        cost nothing and the ranking would only compare standing costs with zero."""
+        if not self.costs or self.requests == 0:
+            return None
+        return min(self.costs, key=lambda k: self.costs[k])
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -230,7 +239,7 @@ class Projection:
                 }
                 for name, cost in sorted(self.costs.items(), key=lambda kv: kv[1])
             ],
-            "cheapest": min(self.costs, key=lambda k: self.costs[k]) if self.costs else None,
+            "cheapest": self.cheapest,
             "break_even": [b.as_dict() for b in self.break_even],
         }
 
