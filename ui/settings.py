@@ -8,6 +8,8 @@ from typing import Literal
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from usage.smtp import SmtpSettings
+
 _ORIGIN = re.compile(r"^https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?$")
 
 
@@ -96,21 +98,15 @@ class ServerSettings(BaseSettings):
         return [o.strip().rstrip("/") for o in self.widget_origins.split(",") if o.strip()]
 
 
-class MailSettings(BaseSettings):
-    """Outgoing e-mail to customers: staff replies to those who left their address. The SMTP_* variables are
-    the same ones budget alerts use (one mail server for the installation)."""
+class MailSettings(SmtpSettings):
+    """Outgoing e-mail to customers: staff replies to those who left their address, through the SMTP server
+    above (`SmtpSettings`, the one budget alerts use too)."""
 
     model_config = SettingsConfigDict(env_prefix="FIRSTLINE_", extra="ignore")
 
-    smtp_host: str = Field("", description="SMTP server (empty: no e-mail is sent).")
-    smtp_port: int = Field(25, ge=1, le=65535, description="SMTP port (587 with STARTTLS, 25 plain).")
-    smtp_starttls: bool = Field(False, description="Upgrade the SMTP connection with STARTTLS.")
-    smtp_user: str = Field("", description="SMTP login (empty: no login).")
-    smtp_password: SecretStr | None = Field(None, description="SMTP password.")
     mail_from: str = Field(
         "", description="Sender of e-mails to customers, e.g. 'Lumenet Support <support@example.com>'."
     )
-    smtp_timeout_s: float = Field(15.0, gt=0, description="Seconds to wait for the SMTP server.")
     public_url: str = Field(
         "",
         description="The address customers reach this server at (e.g. https://support.example.com): reply "

@@ -39,7 +39,7 @@ from usage.budgets import migrations as budget_migrations
 from usage.db import Store
 from usage.ledger import iso, parse_iso, utcnow
 from usage.pricing import money
-from usage.smtp import deliver
+from usage.smtp import SmtpSettings, deliver
 
 log = logging.getLogger(__name__)
 migrations = Migrations("firstline.alerts")
@@ -53,18 +53,13 @@ STEP_MEANING = {
 }
 
 
-class AlertSettings(BaseSettings):
-    """Where budget alerts go (e-mail through an SMTP server, a webhook, or both)."""
+class AlertSettings(SmtpSettings):
+    """Where budget alerts go: e-mail through the SMTP server above (`SmtpSettings`), a webhook, or both."""
 
     model_config = SettingsConfigDict(env_prefix="FIRSTLINE_", extra="ignore")
 
     alert_email_to: str = Field("", description="Comma-separated addresses that receive budget alerts by e-mail.")
     alert_email_from: str = Field("firstline@localhost", description="Sender address of alert e-mails.")
-    smtp_host: str = Field("", description="SMTP server for alert e-mails (empty: no e-mail).")
-    smtp_port: int = Field(25, ge=1, le=65535, description="SMTP port (587 with STARTTLS, 25 plain).")
-    smtp_starttls: bool = Field(False, description="Upgrade the SMTP connection with STARTTLS.")
-    smtp_user: str = Field("", description="SMTP login (empty: no login).")
-    smtp_password: SecretStr | None = Field(None, description="SMTP password.")
     alert_webhook_url: str = Field("", description="URL that receives budget alerts as a JSON POST (empty: none).")
     alert_webhook_token: SecretStr | None = Field(None, description="Sent as `Authorization: Bearer ...`.")
     alert_check_s: float = Field(60.0, gt=0, description="How often the alert dispatcher looks for due alerts.")
@@ -183,7 +178,7 @@ def send_email(settings: AlertSettings, alert: Alert) -> None:
     message["From"] = settings.alert_email_from
     message["To"] = ", ".join(a.strip() for a in settings.alert_email_to.split(",") if a.strip())
     message.set_content(alert.text)
-    deliver(settings, message, timeout_s=15)
+    deliver(settings, message)
 
 
 def send_webhook(settings: AlertSettings, alert: Alert) -> None:

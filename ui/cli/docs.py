@@ -20,6 +20,7 @@ SETTINGS = [
     ("bot.kb.search", "KnowledgeSettings"),
     ("bot.housekeeping", "HousekeepingSettings"),
     ("ui.settings", "ServerSettings"),
+    ("usage.smtp", "SmtpSettings"),
     ("ui.settings", "MailSettings"),
     ("usage.profiles", "PricingSettings"),
     ("usage.alerts", "AlertSettings"),
@@ -75,12 +76,16 @@ def settings_markdown() -> str:
         "Every setting is an environment variable with the prefix `FIRSTLINE_`.",
         "",
     ]
-    for module, name in SETTINGS:
-        cls = getattr(importlib.import_module(module), name)
+    classes = [getattr(importlib.import_module(module), name) for module, name in SETTINGS]
+    for (module, name), cls in zip(SETTINGS, classes, strict=True):
         lines += [f"## {name} (`{module}`)", "", (cls.__doc__ or "").strip(), ""]
         lines += ["| variable | default | meaning |", "|---|---|---|"]
         prefix = cls.model_config.get("env_prefix", "")
+        # a field inherited from another documented class is listed there, once
+        inherited = {f for base in classes if base is not cls and issubclass(cls, base) for f in base.model_fields}
         for field_name, field in cls.model_fields.items():
+            if field_name in inherited:
+                continue
             desc = (field.description or "").replace("|", "\\|")
             lines.append(f"| `{prefix}{field_name.upper()}` | {_default(field)} | {desc} |")
         lines.append("")

@@ -58,7 +58,7 @@ class Mailer:
         msg["Auto-Submitted"] = "auto-generated"  # no out-of-office replies back to us
         msg.set_content(body)
         try:
-            deliver(s, msg, s.smtp_timeout_s)
+            deliver(s, msg)
         except (OSError, smtplib.SMTPException) as exc:
             raise MailError(f"cannot send e-mail via {s.smtp_host}:{s.smtp_port}: {exc}") from exc
 
