@@ -49,6 +49,18 @@ def run_tune(data_dir: Path, extra: list[str]) -> tuple[dict[str, Any], float]:
     return json.loads(done.stdout), wall
 
 
+def tune_seconds(data_dir: Path, request_id: str) -> float:
+    """The seconds the tune's ledger row (route `training`) recorded, for a version tuned earlier."""
+    from usage.db import connect
+
+    db = connect(data_dir / "firstline.db", readonly=True)
+    try:
+        row = db.execute("SELECT latency_s FROM requests WHERE request_id = ?", [request_id]).fetchone()
+    finally:
+        db.close()
+    return float(row[0]) if row and row[0] is not None else 0.0
+
+
 def decode_speed(model: Any, messages: Any, tokens: int = 128) -> float:
     gen = model.stream(messages, max_tokens=tokens, temperature=0.0)
     "".join(gen)
@@ -88,11 +100,15 @@ def main() -> int:
     from models.llama import LlamaChatModel
     from models.settings import ModelSettings
     from models.tuning import ExampleEncoder
-    from ui.cli.tune import tuning_context
+    from ui.cli.tune import tune_payload, tuning_context
 
     with tuning_context(data_dir) as ctx:
         registry: ModelRegistry = ctx["registry"]
         recorded = registry.get(version)
+        if "tune" not in report and "loss" in recorded.metrics:  # a version tuned earlier: its recorded figures
+            seconds = tune_seconds(data_dir, recorded.request_id)
+            report["tune"] = {"wall_s": round(seconds, 1), "from_ledger": True,
+                              "output": tune_payload(recorded, recorded.metrics, seconds)}  # fmt: skip
         folder = data_dir / "models" / version
         gated = recorded_gate_examples(data_dir, recorded)
         answered = gated[: args.answers]
@@ -152,7 +168,8 @@ def markdown(report: dict[str, Any]) -> str:
     if tune:
         out = tune["output"]
         lines += [
-            f"**Full `firstline tune` of the demo help centre: {tune['wall_s'] / 60:.1f} minutes** wall clock "
+            f"**Full `firstline tune` of the demo help centre: {tune['wall_s'] / 60:.1f} minutes** "
+            f"{'as its ledger row recorded it' if tune.get('from_ledger') else 'wall clock'} "
             f"({out['train_examples']} training / {out['heldout_examples']} held-out examples, best epoch "
             f"{out['best_epoch']} of {len(out['epochs'])}; held-out perplexity {out['heldout_ppl_base']:.3f} -> "
             f"{out['heldout_ppl_tuned']:.3f}).",

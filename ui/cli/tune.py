@@ -12,6 +12,30 @@ import click
 from ui.cli.common import HelpGroup, data_dir_option, emit, fail, friendly_errors, json_option
 
 
+def tune_payload(version: Any, metrics: dict[str, Any], seconds: float) -> dict[str, Any]:
+    """What `firstline tune --json` prints about a recorded version (also rebuilt by `make bench-tune` from a
+    version tuned earlier, with the seconds its ledger row recorded)."""
+    loss = metrics["loss"]
+    return {
+        "version": version.version,
+        "model_id": version.model_id,
+        "train_examples": version.train_examples,
+        "heldout_examples": version.heldout_examples,
+        "heldout_ppl_base": loss["heldout_ppl_base"],
+        "heldout_ppl_tuned": loss["heldout_ppl_tuned"],
+        "best_epoch": loss["best_epoch"],
+        "epochs": loss["epochs"],
+        "metrics": {"base": metrics["base"], "tuned": metrics["tuned"]},
+        "verdict_vs_base": metrics["verdict_vs_base"],
+        "adapter": version.adapter_path,
+        "adapter_sha256": version.adapter_sha256,
+        "data_hash": version.data_hash,
+        "heldout_questions": version.heldout_path,
+        "seconds": round(seconds, 1),
+        "device": version.settings.get("device"),
+    }
+
+
 @click.command()
 @click.option("--epochs", type=click.IntRange(1, 50), default=2, show_default=True, help="Passes over the data.")
 @click.option("--max-steps", type=click.IntRange(1), default=None, help="Stop after this many optimizer steps.")
@@ -67,29 +91,11 @@ def tune(
             outcome = run_tune(request=request, progress=not quiet, **ctx)
         except TuneDataError as exc:
             fail(str(exc), 2)
-    version = outcome.version
-    loss = outcome.metrics["loss"]
-    payload = {
-        "version": version.version,
-        "model_id": version.model_id,
-        "train_examples": version.train_examples,
-        "heldout_examples": version.heldout_examples,
-        "heldout_ppl_base": loss["heldout_ppl_base"],
-        "heldout_ppl_tuned": loss["heldout_ppl_tuned"],
-        "best_epoch": loss["best_epoch"],
-        "epochs": loss["epochs"],
-        "metrics": {"base": outcome.metrics["base"], "tuned": outcome.metrics["tuned"]},
-        "verdict_vs_base": outcome.metrics["verdict_vs_base"],
-        "adapter": version.adapter_path,
-        "adapter_sha256": version.adapter_sha256,
-        "data_hash": version.data_hash,
-        "heldout_questions": version.heldout_path,
-        "seconds": round(outcome.seconds, 1),
-        "device": version.settings.get("device"),
-    }
+    payload = tune_payload(outcome.version, outcome.metrics, outcome.seconds)
     if as_json:
         emit(payload)
         return
+    version, loss = outcome.version, outcome.metrics["loss"]
     click.echo(f"model version {version.version} ({version.model_id}) recorded in {outcome.seconds / 60:.1f} min")
     click.echo(f"  examples: {version.train_examples} training, {version.heldout_examples} held out")
     click.echo(f"  held-out perplexity: base {loss['heldout_ppl_base']:.2f} -> tuned {loss['heldout_ppl_tuned']:.2f} "
