@@ -5,9 +5,12 @@ Two ways out of a trained LoRA adapter (peft format):
 * **adapter** (what `firstline tune` ships): `convert_lora_to_gguf.py` from the llama.cpp source
   llama-cpp-python vendors writes a small GGUF adapter; llama.cpp applies it over the unchanged base at
   load time (`Llama(model_path=base, lora_path=adapter)`).
-* **merge**: the adapter is added into the base weights (peft `merge_and_unload`), the merged model is
-  written with `convert_hf_to_gguf.py` (f16 or q8_0) and optionally re-quantized with llama.cpp's own
-  quantizer (e.g. Q4_1, the bundled model's type). Measured against the adapter by the tuning benchmark.
+* **merge**: llama.cpp's `llama-export-lora` adds the GGUF adapter into the base weights and writes one
+  F16 model (tokenizer and metadata copied from the base file as they are), optionally re-quantized with
+  llama.cpp's own quantizer (Q8_0, or Q4_1, the bundled model's type). Measured against the adapter by
+  the tuning benchmark (`make bench-tune`). An earlier version merged in torch (peft `merge_and_unload`) and
+  wrote the result with `convert_hf_to_gguf.py`; the tokenizer transformers rebuilds from the GGUF then
+  came out as a SentencePiece-style vocabulary, and llama.cpp aborted on the merged file.
 
 `answer_nll` scores examples with llama.cpp itself (mean negative log-likelihood of the answer tokens),
 so an export can be checked against the loss torch measured before it.
@@ -24,8 +27,9 @@ from pathlib import Path
 from typing import Any
 
 from models import cpu, loader
+from models.llama_server import llama_tool_path
 from models.llama_source import vendored_llama_cpp
-from models.tuning import Example, TrainingError, load_base
+from models.tuning import Example, TrainingError
 
 QUANT_TYPES = {"Q4_0": 2, "Q4_1": 3, "Q8_0": 7, "Q4_K_M": 15, "Q5_K_M": 17, "Q6_K": 18}  # llama_ftype values
 
@@ -49,20 +53,40 @@ def export_adapter(adapter_dir: Path, base_config_dir: Path, out: Path, outtype:
     return out
 
 
-def export_merged(base_path: Path, adapter_dir: Path, out: Path, outtype: str = "q8_0") -> Path:
-    """Base + adapter merged into one GGUF model file (`outtype` f32, f16, bf16 or q8_0)."""
-    import tempfile
+def export_merged(base_path: Path, adapter: Path, out: Path, outtype: str = "f16") -> Path:
+    """Base + GGUF LoRA adapter merged into one GGUF model file by llama.cpp's `llama-export-lora` (F16),
+    then re-quantized to `outtype` (f16, or one of QUANT_TYPES such as Q8_0 or Q4_1)."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    f16 = out if outtype.lower() == "f16" else out.with_suffix(".f16.tmp.gguf")
+    done = subprocess.run([str(export_lora_tool()), "-m", str(base_path), "--lora", str(adapter), "-o", str(f16)],
+                          capture_output=True, text=True)  # fmt: skip
+    if done.returncode != 0:
+        tail = (done.stderr or done.stdout).strip().splitlines()[-3:]
+        raise TrainingError(f"llama-export-lora failed: {' | '.join(tail)}")
+    if f16 is out:
+        return out
+    try:
+        return quantize(f16, out, outtype.upper())
+    finally:
+        f16.unlink(missing_ok=True)
 
-    from peft import PeftModel
-    from transformers import AutoTokenizer
 
-    model, _ = load_base(base_path)
-    merged = PeftModel.from_pretrained(model, str(adapter_dir)).merge_and_unload()
-    with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
-        merged.save_pretrained(tmp, safe_serialization=True)
-        AutoTokenizer.from_pretrained(str(base_path.parent), gguf_file=base_path.name).save_pretrained(tmp)
-        _convert("convert_hf_to_gguf.py", [tmp, "--outtype", outtype, "--outfile", str(out)])
-    return out
+def export_lora_tool() -> Path:
+    """llama.cpp's `llama-export-lora`, built from the vendored source by scripts/build-llama-tool.sh (cached in
+    ~/.cache/firstline next to llama-server; a minute when llama-server was built before)."""
+    tool = llama_tool_path("llama-export-lora")
+    if tool.is_file():
+        return tool
+    script = Path(__file__).resolve().parents[1] / "scripts" / "build-llama-tool.sh"
+    if not script.is_file():
+        raise TrainingError(f"llama-export-lora is not built (looked for {tool}); build it from a firstline checkout "
+                            "with scripts/build-llama-tool.sh llama-export-lora")  # fmt: skip
+    done = subprocess.run(["bash", str(script), "llama-export-lora"], capture_output=True, text=True,
+                          env={**os.environ, "PYTHON": sys.executable})  # fmt: skip
+    if done.returncode != 0 or not tool.is_file():
+        tail = done.stderr.strip().splitlines()[-3:]
+        raise TrainingError(f"building llama-export-lora failed: {' | '.join(tail)}")
+    return tool
 
 
 def quantize(source: Path, out: Path, kind: str = "Q4_1", threads: int | None = None) -> Path:

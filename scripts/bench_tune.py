@@ -125,9 +125,10 @@ def main() -> int:
         work = folder / "merged"
         work.mkdir(exist_ok=True)
         t0 = time.perf_counter()
-        f16 = export_merged(base_path, folder / "peft", work / "merged-f16.gguf", "f16")
+        adapter_file = registry.adapter_file(recorded)
+        f16 = export_merged(base_path, adapter_file, work / "merged-f16.gguf", "f16")
         merge_s = time.perf_counter() - t0
-        q8 = export_merged(base_path, folder / "peft", work / "merged-q8_0.gguf", "q8_0")
+        q8 = quantize(f16, work / "merged-q8_0.gguf", "Q8_0")
         q41 = quantize(f16, work / "merged-q4_1.gguf", "Q4_1")
         variants["merged, f16"] = (f16, None)
         variants["merged, Q8_0"] = (q8, None)

@@ -6,6 +6,7 @@
 #
 #   scripts/build-llama-tool.sh llama-bench     # prints the path of the binary on its last line
 #   scripts/build-llama-tool.sh llama-server    # (scripts/build-llama-bench.sh / build-llama-server.sh)
+#   scripts/build-llama-tool.sh llama-export-lora   # merges a GGUF LoRA adapter into its base (make bench-tune)
 #   LLAMA_BENCH_CACHE=/some/dir scripts/build-llama-tool.sh llama-server
 #   EXTRA_CMAKE_ARGS="-DGGML_CUDA=on" ...       # e.g. for a CUDA build (scripts/gpu-bench.sh)
 #
@@ -15,8 +16,8 @@ set -euo pipefail
 
 TARGET="${1:-llama-bench}"
 case "$TARGET" in
-    llama-bench | llama-server) ;;
-    *) echo "usage: $0 llama-bench|llama-server" >&2; exit 2 ;;
+    llama-bench | llama-server | llama-export-lora) ;;
+    *) echo "usage: $0 llama-bench|llama-server|llama-export-lora" >&2; exit 2 ;;
 esac
 
 PY="${PYTHON:-.venv/bin/python}"

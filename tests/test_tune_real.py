@@ -120,6 +120,33 @@ def test_the_adapter_loads_in_the_serving_path_and_changes_its_output(tuned: tup
     assert answer_nll(base.path, examples, adapter) < answer_nll(base.path, examples)
 
 
+def test_the_adapter_merged_into_the_base_exports_and_keeps_the_tune(tuned: tuple[Path, dict[str, Any]]) -> None:
+    """The other way out (measured against the adapter by `make bench-tune`): merged into the base by llama.cpp's
+    `llama-export-lora` and re-quantized to Q8_0. The earlier torch merge written by `convert_hf_to_gguf.py`
+    failed (sentencepiece missing) and, with it installed, produced a file llama.cpp aborted on."""
+    from bot.tuning.pipeline import load_examples
+    from models.gguf_export import answer_nll, export_merged
+    from models.tuning import ExampleEncoder
+
+    data_dir, _ = tuned
+    folder = data_dir / "models" / "v1"
+    registry = ModelRegistry(data_dir / "firstline.db")
+    try:
+        base = Path(registry.get("v1").base_path)
+    finally:
+        registry.close()
+    merged = export_merged(base, folder / "adapter.gguf", folder / "merged-q8_0.gguf", "q8_0")
+    train = [e for e in load_examples(folder / "data.jsonl") if e.split == "train" and e.answerable]
+    encoder = ExampleEncoder(base)
+    try:  # a short prompt is enough to compare the files: same model either way
+        examples = [encoder.encode([ChatMessage("user", e.question)], e.answer) for e in train[:4]]
+    finally:
+        encoder.close()
+    with_adapter, merged_nll = answer_nll(base, examples, folder / "adapter.gguf"), answer_nll(merged, examples)
+    assert merged_nll == pytest.approx(with_adapter, rel=0.05)  # Q8_0 keeps what the adapter learnt
+    assert merged_nll != pytest.approx(answer_nll(base, examples), rel=1e-4)  # and it is not the base
+
+
 def test_the_activated_version_serves_and_the_ledger_names_it(tuned: tuple[Path, dict[str, Any]]) -> None:
     data_dir, out = tuned
     refused = _cli(data_dir, "models", "activate", "v1")
