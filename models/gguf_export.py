@@ -54,8 +54,9 @@ def export_adapter(adapter_dir: Path, base_config_dir: Path, out: Path, outtype:
 
 
 def export_merged(base_path: Path, adapter: Path, out: Path, outtype: str = "f16") -> Path:
-    """Base + GGUF LoRA adapter merged into one GGUF model file by llama.cpp's `llama-export-lora` (F16),
-    then re-quantized to `outtype` (f16, or one of QUANT_TYPES such as Q8_0 or Q4_1)."""
+    """Base + GGUF LoRA adapter merged into one GGUF model file by llama.cpp's `llama-export-lora` (the adapted
+    tensors in F16, the others as in the base), then re-quantized to `outtype` (f16: left so; or one of
+    QUANT_TYPES such as Q8_0 or Q4_1)."""
     out.parent.mkdir(parents=True, exist_ok=True)
     f16 = out if outtype.lower() == "f16" else out.with_suffix(".f16.tmp.gguf")
     done = subprocess.run([str(export_lora_tool()), "-m", str(base_path), "--lora", str(adapter), "-o", str(f16)],
@@ -98,6 +99,10 @@ def quantize(source: Path, out: Path, kind: str = "Q4_1", threads: int | None = 
     params = llama_cpp.llama_model_quantize_default_params()
     params.ftype = QUANT_TYPES[kind]
     params.nthread = threads or os.cpu_count() or 1
+    # llama-export-lora writes only the adapted tensors as F16 and copies the others in the base's type (Q4_1
+    # for the bundled model): those are requantized (dequantized and quantized again), which llama.cpp refuses
+    # unless allowed
+    params.allow_requantize = True
     code = llama_cpp.llama_model_quantize(str(source).encode(), str(out).encode(), params)
     if code != 0:
         raise TrainingError(f"llama.cpp could not quantize {source.name} to {kind} (code {code})")

@@ -130,7 +130,7 @@ def main() -> int:
         merge_s = time.perf_counter() - t0
         q8 = quantize(f16, work / "merged-q8_0.gguf", "Q8_0")
         q41 = quantize(f16, work / "merged-q4_1.gguf", "Q4_1")
-        variants["merged, f16"] = (f16, None)
+        variants["merged (adapted tensors f16, the rest Q4_1)"] = (f16, None)
         variants["merged, Q8_0"] = (q8, None)
         variants["merged, re-quantized to Q4_1"] = (q41, None)
         report["merge_s"] = round(merge_s, 1)
