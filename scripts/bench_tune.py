@@ -182,8 +182,10 @@ def markdown(report: dict[str, Any]) -> str:
                     "abstention", "false_abstention", "mean_answer_tokens"):  # fmt: skip
             b, t = out["metrics"]["base"].get(key), out["metrics"]["tuned"].get(key)
             lines.append(f"| {key} | {_cell(b)} | {_cell(t)} |")
-        lines += ["", f"Gate verdict against the base: {out['verdict_vs_base']}", ""]
-    lines += [f"## Adapter or merge (merge took {report.get('merge_s', 0):.0f} s)", "",
+        verdict = out["verdict_vs_base"]
+        lines += ["", f"Better than the base by the gate: {'yes' if verdict['better'] else 'no'} "
+                      f"({'; '.join(verdict['reasons'])})", ""]  # fmt: skip
+    lines += [f"## Adapter or merge (merge took {report.get('merge_s', 0):.1f} s)", "",
               "| variant | held-out ppl | reference F1 | grounded | garbled (de) | abstention | decode tok/s | MB |",
               "| --- | --- | --- | --- | --- | --- | --- | --- |"]  # fmt: skip
     for name, row in report.get("variants", {}).items():
