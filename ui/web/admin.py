@@ -428,15 +428,13 @@ def build_admin_app(services: Services, *, with_dashboard: bool = False) -> Any:
                     f"{len(reqs)} request(s) shown (costs as recorded)")  # fmt: skip
             return head, conversations_frame(convs), requests_frame(reqs), ""
 
-        # "always_last" on every row pick: a second row clicked while the first one's figures load is the one
-        # shown (with the default, "once", it was dropped and the first row's figures stayed under it)
-        table.select(do_drill, [shown], [drill_head, drill_convs, drill_reqs, transcript], trigger_mode="always_last")
+        table.select(do_drill, [shown], [drill_head, drill_convs, drill_reqs, transcript])
 
         def do_transcript(evt: gr.SelectData, request: gr.Request) -> str:
             require_role(services, request, "admin")
             return transcript_markdown(services, str((evt.row_value or [""])[0]))
 
-        drill_convs.select(do_transcript, None, [transcript], trigger_mode="always_last")
+        drill_convs.select(do_transcript, None, [transcript])
 
         def do_cause(state: dict[str, Any], evt: gr.SelectData, request: gr.Request) -> Any:
             require_role(services, request, "admin")
@@ -445,7 +443,7 @@ def build_admin_app(services: Services, *, with_dashboard: bool = False) -> Any:
             lo, hi = datetime.fromisoformat(state["since"]), datetime.fromisoformat(state["until"])
             return requests_frame(requests_of(dash.db_path, "outcome", str(evt.row_value[0]), lo, hi))
 
-        failures.select(do_cause, [shown], [failed_reqs], trigger_mode="always_last")
+        failures.select(do_cause, [shown], [failed_reqs])
 
         def do_test_alert(request: gr.Request) -> tuple[str, pd.DataFrame]:
             require_role(services, request, "admin")
