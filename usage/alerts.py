@@ -30,7 +30,7 @@ from typing import Any
 
 import httpx
 from pydantic import Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
 from sqlite_utils import Database
 from sqlite_utils.migrations import Migrations
 

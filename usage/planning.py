@@ -191,8 +191,10 @@ class Projection:
     def warning(self) -> str | None:
         """Why the projection is not to be trusted yet, or None once it rests on enough traffic."""
         if self.requests == 0:
-            return ("No traffic measured yet: per-request costs show as zero and period-billed profiles only "
-                    "their standing cost, so no profile is ranked cheapest.")
+            return (
+                "No traffic measured yet: per-request costs show as zero and period-billed profiles only "
+                "their standing cost, so no profile is ranked cheapest."
+            )
         thin = []
         if self.measured_s < MIN_PROJECTION_S:
             thin.append(f"only {span_text(self.measured_s)} of traffic (daily and weekly patterns are missing)")

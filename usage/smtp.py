@@ -7,6 +7,7 @@ from __future__ import annotations
 import smtplib
 import ssl
 from email.message import EmailMessage
+
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
