@@ -63,7 +63,7 @@ class Router:
         faq: FaqMatch | None = None
         sources: tuple[Source, ...] = ()
         if self.knowledge is not None:
-            sources = tuple(self.knowledge.search(text, lang, top=self.ks.top_k))
+            sources = tuple(self.knowledge.search(text, lang, top=self.ks.passages))
         if not signal.escalate and self.classifier is not None:  # after search: the query vector is cached
             signal = self.classifier.check(text, lang) or signal
         if self.knowledge is not None and not signal.escalate:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from ui.cli import docs
 
 
@@ -24,3 +26,15 @@ def test_every_setting_is_listed_once() -> None:
 
     names = Counter(re.findall(r"^\| `(FIRSTLINE_[A-Z0-9_]+)` \|", docs.settings_markdown(), flags=re.M))
     assert names and not [name for name, n in names.items() if n > 1]
+
+
+def test_the_sampling_top_k_does_not_change_retrieval(monkeypatch: pytest.MonkeyPatch) -> None:
+    """FIRSTLINE_TOP_K set both the model's sampling top-k (default 40) and the passages retrieved per question
+    (default 5, at most 50): a sampling top-k of 60 made every command fail to load its settings."""
+    from bot.kb.search import KnowledgeSettings
+    from models.settings import ModelSettings
+
+    monkeypatch.setenv("FIRSTLINE_TOP_K", "60")
+    monkeypatch.setenv("FIRSTLINE_PASSAGES", "3")
+    assert ModelSettings().top_k == 60
+    assert KnowledgeSettings().passages == 3

@@ -41,7 +41,7 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[KnowledgeBa
     kb = KnowledgeBase(path, embedder=load_embedder("auto"))
     ensure_demo_kb(kb)
     ks = KnowledgeSettings()
-    data = build_dataset(kb, retriever(kb, ks.top_k, ks.min_relevance), heldout_share=0.2, seed=13)
+    data = build_dataset(kb, retriever(kb, ks.passages, ks.min_relevance), heldout_share=0.2, seed=13)
     yield kb, data
     kb.close()
 
@@ -130,13 +130,13 @@ def test_staff_replies_become_examples_only_when_the_help_pages_support_them(
             tickets.resolve(ticket.id, "anna")
     checker = AnswerChecker(kb.embedder, kb_vocabulary(kb))
     ks = KnowledgeSettings()
-    data = build_dataset(kb, retriever(kb, ks.top_k, ks.min_relevance), tickets=tickets,
+    data = build_dataset(kb, retriever(kb, ks.passages, ks.min_relevance), tickets=tickets,
                          grounding=ticket_grounding(checker), heldout_share=0.2, seed=13)  # fmt: skip
     from_tickets = [e for e in data.examples if e.kind == "ticket"]
     assert {e.question for e in from_tickets} == {pairs[0][0]}
     assert all(e.answer == pairs[0][1] for e in from_tickets if e.answerable)
     assert data.skipped["ticket_reply_not_supported"] == 1
-    without = build_dataset(kb, retriever(kb, ks.top_k, ks.min_relevance), tickets=tickets, heldout_share=0.2)
+    without = build_dataset(kb, retriever(kb, ks.passages, ks.min_relevance), tickets=tickets, heldout_share=0.2)
     assert not [e for e in without.examples if e.kind == "ticket"] and without.skipped["ticket_without_checker"] == 2
     tickets.close()
     store.close()
@@ -145,9 +145,9 @@ def test_staff_replies_become_examples_only_when_the_help_pages_support_them(
 def test_the_snapshot_hash_names_the_data(demo: tuple[KnowledgeBase, DataSet]) -> None:
     kb, data = demo
     ks = KnowledgeSettings()
-    again = build_dataset(kb, retriever(kb, ks.top_k, ks.min_relevance), heldout_share=0.2, seed=13)
+    again = build_dataset(kb, retriever(kb, ks.passages, ks.min_relevance), heldout_share=0.2, seed=13)
     assert again.snapshot_hash() == data.snapshot_hash()
-    other = build_dataset(kb, retriever(kb, ks.top_k, ks.min_relevance), heldout_share=0.2, seed=14)
+    other = build_dataset(kb, retriever(kb, ks.passages, ks.min_relevance), heldout_share=0.2, seed=14)
     assert other.snapshot_hash() != data.snapshot_hash()
 
 

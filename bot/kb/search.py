@@ -59,7 +59,9 @@ class KnowledgeSettings(BaseSettings):
     min_relevance: float = Field(
         MIN_RELEVANCE, ge=0.0, le=1.0, description="Best search score below which the KB has nothing relevant."
     )
-    top_k: int = Field(5, ge=1, le=50, description="Passages retrieved for one question.")
+    passages: int = Field(
+        5, ge=1, le=50, description="Passages retrieved for one question (FIRSTLINE_TOP_K is the sampling top-k)."
+    )
     embeddings: Literal["auto", "off"] = Field(
         "auto", description="auto: use the bundled multilingual embedding model when installed; off: BM25 only."
     )

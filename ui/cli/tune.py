@@ -148,7 +148,7 @@ class tuning_context:  # noqa: N801 - used as a context manager
         return {
             "base": BaseModel(path, base_sha, path.name.removesuffix(".gguf")),
             "knowledge": services.knowledge,
-            "retrieve": retriever(services.knowledge, ks.top_k, ks.min_relevance),
+            "retrieve": retriever(services.knowledge, ks.passages, ks.min_relevance),
             "build_prompt": prompt_builder(services.bot),
             "load_model": model_loader(settings),
             "registry": self.registry,
