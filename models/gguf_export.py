@@ -34,13 +34,17 @@ from models.tuning import Example, TrainingError
 QUANT_TYPES = {"Q4_0": 2, "Q4_1": 3, "Q8_0": 7, "Q4_K_M": 15, "Q5_K_M": 17, "Q6_K": 18}  # llama_ftype values
 
 
-def _convert(script: str, args: Sequence[str]) -> None:
-    source = vendored_llama_cpp()
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    done = subprocess.run([sys.executable, str(source / script), *args], capture_output=True, text=True, env=env)
+def _run(argv: Sequence[str], what: str, env: dict[str, str] | None = None) -> None:
+    """Run a llama.cpp tool or script; a failure is a TrainingError naming `what` with its last output lines."""
+    done = subprocess.run(list(argv), capture_output=True, text=True, env=env)
     if done.returncode != 0:
         tail = (done.stderr or done.stdout).strip().splitlines()[-3:]
-        raise TrainingError(f"{script} failed: {' | '.join(tail)}")
+        raise TrainingError(f"{what} failed: {' | '.join(tail)}")
+
+
+def _convert(script: str, args: Sequence[str]) -> None:
+    source = vendored_llama_cpp()
+    _run([sys.executable, str(source / script), *args], script, {**os.environ, "HF_HUB_OFFLINE": "1"})
 
 
 def export_adapter(adapter_dir: Path, base_config_dir: Path, out: Path, outtype: str = "f16") -> Path:
@@ -59,11 +63,7 @@ def export_merged(base_path: Path, adapter: Path, out: Path, outtype: str = "f16
     QUANT_TYPES such as Q8_0 or Q4_1)."""
     out.parent.mkdir(parents=True, exist_ok=True)
     f16 = out if outtype.lower() == "f16" else out.with_suffix(".f16.tmp.gguf")
-    done = subprocess.run([str(export_lora_tool()), "-m", str(base_path), "--lora", str(adapter), "-o", str(f16)],
-                          capture_output=True, text=True)  # fmt: skip
-    if done.returncode != 0:
-        tail = (done.stderr or done.stdout).strip().splitlines()[-3:]
-        raise TrainingError(f"llama-export-lora failed: {' | '.join(tail)}")
+    _run([str(export_lora_tool()), "-m", str(base_path), "--lora", str(adapter), "-o", str(f16)], "llama-export-lora")
     if f16 is out:
         return out
     try:
@@ -82,11 +82,13 @@ def export_lora_tool() -> Path:
     if not script.is_file():
         raise TrainingError(f"llama-export-lora is not built (looked for {tool}); build it from a firstline checkout "
                             "with scripts/build-llama-tool.sh llama-export-lora")  # fmt: skip
-    done = subprocess.run(["bash", str(script), "llama-export-lora"], capture_output=True, text=True,
-                          env={**os.environ, "PYTHON": sys.executable})  # fmt: skip
-    if done.returncode != 0 or not tool.is_file():
-        tail = done.stderr.strip().splitlines()[-3:]
-        raise TrainingError(f"building llama-export-lora failed: {' | '.join(tail)}")
+    _run(
+        ["bash", str(script), "llama-export-lora"],
+        "building llama-export-lora",
+        {**os.environ, "PYTHON": sys.executable},
+    )
+    if not tool.is_file():
+        raise TrainingError(f"building llama-export-lora left no binary at {tool}")
     return tool
 
 

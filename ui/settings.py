@@ -102,8 +102,6 @@ class MailSettings(SmtpSettings):
     """Outgoing e-mail to customers: staff replies to those who left their address, through the SMTP server
     above (`SmtpSettings`, the one budget alerts use too)."""
 
-    model_config = SettingsConfigDict(env_prefix="FIRSTLINE_", extra="ignore")
-
     mail_from: str = Field(
         "", description="Sender of e-mails to customers, e.g. 'Lumenet Support <support@example.com>'."
     )

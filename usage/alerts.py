@@ -30,7 +30,6 @@ from typing import Any
 
 import httpx
 from pydantic import Field, SecretStr
-from pydantic_settings import SettingsConfigDict
 from sqlite_utils import Database
 from sqlite_utils.migrations import Migrations
 
@@ -55,8 +54,6 @@ STEP_MEANING = {
 
 class AlertSettings(SmtpSettings):
     """Where budget alerts go: e-mail through the SMTP server above (`SmtpSettings`), a webhook, or both."""
-
-    model_config = SettingsConfigDict(env_prefix="FIRSTLINE_", extra="ignore")
 
     alert_email_to: str = Field("", description="Comma-separated addresses that receive budget alerts by e-mail.")
     alert_email_from: str = Field("firstline@localhost", description="Sender address of alert e-mails.")

@@ -568,20 +568,18 @@ class Ledger(Store):
                 raise LedgerError(f"request {request_id} is unknown or already finished")
             return self._finished(dict(zip(names, found, strict=True)))
         with self.write() as db:
-            sql = f"UPDATE requests SET {sets} WHERE request_id = ? AND status = 'started'"
-            cur = db.execute(sql + (" RETURNING *" if self.postgres else ""), [*values.values(), request_id])
-            if cur.rowcount != 1:
+            # the finished row comes back with the update (both databases): no second look, across partitions
+            # on PostgreSQL, for the rollups or the caller
+            sql = f"UPDATE requests SET {sets} WHERE request_id = ? AND status = 'started' RETURNING *"
+            cur = db.execute(sql, [*values.values(), request_id])
+            found = cur.fetchall()
+            if len(found) != 1:
                 raise LedgerError(f"request {request_id} is unknown or already finished")
-            finished: dict[str, Any] | None = None
-            if self.postgres:  # the finished row comes back with the update: no second look across partitions
-                finished = dict(zip([d.name for d in cur.description], cur.fetchone(), strict=True))
-                _roll(db, finished, self.shard)
-                _roll_finished_conversation(db, finished, self.shard)
-            else:
-                sql = "SELECT conversation_id, route, started_at FROM requests WHERE request_id = ?"
-                keys = dict(zip(("conversation_id", "route", "started_at"), db.execute(sql, [request_id]).fetchone(),
-                                strict=True))  # fmt: skip
-                _roll_finished_conversation(db, keys, self.shard)
+            row = dict(zip([d[0] for d in cur.description], found[0], strict=True))
+            if self.postgres:  # the daily sums rollup (on SQLite reports read the raw rows)
+                _roll(db, row, self.shard)
+            _roll_finished_conversation(db, row, self.shard)
+            finished: dict[str, Any] | None = row
             if m.shared:  # its share of the replica's time, and the shares that this row's end made final
                 sharing.bill(db, m.replica, self.profile, on_rebill=self._rebill_hook(db))
                 finished = None  # re-billed: read back below
