@@ -334,3 +334,45 @@ def test_canned_replies_tab_saves_edits_and_deletes(
     expect(page.locator("#canned-status")).to_contain_text("Deleted /wait (de)", timeout=15_000)
     expect(page.locator("#canned-list")).not_to_contain_text("Vielen Dank")
     assert desk.sql("SELECT count(*) FROM canned_replies") == [(0,)]
+
+
+def test_text_typed_while_the_canned_picker_closes_or_inserts_is_kept(
+    browser: Any, live_server_factory: Callable[..., Any], desk: Desk, request: pytest.FixtureRequest
+) -> None:
+    """Closing the canned picker without a pick, or picking one, never overwrites what was typed since.
+
+    The picker's server round trip used to return the reply box as it was when the event fired: closed
+    with Escape it sent back an empty box after the staff member had typed (a CI failure of the XSS
+    suite), and a pick overwrote the words typed while it was on its way.
+    """
+    from playwright.sync_api import expect
+
+    server = live_server_factory("scripted")
+    ticket = desk.escalate("kai", "I want to talk to a person please")
+    canned = CannedReplyStore(desk.db)
+    canned.save("greet", "en", "Hello, this is the support team.", "ada")
+    canned.close()
+    page = start(browser, server, request)
+    open_from(page, "queue", ticket)
+    box = page.locator("#reply textarea")
+    picker = page.get_by_role("combobox", name="Insert a canned reply")
+    for _ in range(3):  # the round trip is a race: give it several chances
+        box.fill("")
+        picker.click()
+        expect(page.get_by_role("option", name="/greet")).to_be_visible(timeout=10_000)
+        page.keyboard.press("Escape")
+        box.fill("typed after closing the picker")
+        page.wait_for_timeout(700)  # a late answer from the server would land now
+        expect(box).to_have_value("typed after closing the picker")
+    box.fill("Dear Kai,")
+    picker.click()
+    page.get_by_role("option", name="/greet").click()
+    expect(box).to_have_value("Dear Kai,\nHello, this is the support team.")
+    page.keyboard.type(" We are on it.")  # the box has the focus, its cursor after the inserted reply
+    page.wait_for_timeout(700)
+    expect(box).to_have_value("Dear Kai,\nHello, this is the support team. We are on it.")
+    # the picker is empty again, ready for the next pick
+    picker.click()
+    page.get_by_role("option", name="/greet").click()
+    again = "Dear Kai,\nHello, this is the support team. We are on it.\nHello, this is the support team."
+    expect(box).to_have_value(again)

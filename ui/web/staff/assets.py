@@ -1,9 +1,11 @@
 """The staff console's page assets: its style sheet and one script (keyboard shortcuts, notifications).
 
 The script only touches the page: Ctrl+Enter (Cmd+Enter) in the reply box presses "Send reply";
-`/shortcut` followed by Tab expands a canned reply from the escaped data the server put in
-`#canned-data`; a new ticket in the queue plays a short tone and, once the staff member has allowed it,
-shows a desktop notification; the tab title carries the unread count. It never sends anything itself:
+`/shortcut` followed by Tab, or a pick in the canned-reply list, inserts a canned reply from the escaped
+data the server put in `#canned-data` (in the page, with no server round trip whose late answer could
+overwrite what the staff member typed meanwhile); a new ticket in the queue plays a short tone and,
+once the staff member has allowed it, shows a desktop notification; the tab title carries the unread
+count. It never sends anything itself:
 every action still goes through a button and the server's checks.
 """
 
@@ -67,6 +69,11 @@ HEAD = """<script>
       ? "Notifications are on: a new ticket shows a desktop notification and plays a tone."
       : "Notifications are blocked in this browser: new tickets play a tone and show in the tab title.";
   };
+  function cannedText(shortcut) {
+    let replies = {};
+    try { replies = JSON.parse(document.getElementById("canned-data")?.dataset.canned || "{}"); } catch (err) {}
+    return Object.hasOwn(replies, shortcut) && typeof replies[shortcut] === "string" ? replies[shortcut] : null;
+  }
   document.addEventListener("keydown", (e) => {
     const box = e.target;
     if (!(box instanceof HTMLTextAreaElement) || !box.closest("#reply")) return;
@@ -81,15 +88,26 @@ HEAD = """<script>
     if (pos !== box.selectionEnd) return;
     const match = box.value.slice(0, pos).match(/(^|\\s)\\/([a-z0-9][a-z0-9_-]{0,31})$/);
     if (!match) return;
-    let replies = {};
-    try { replies = JSON.parse(document.getElementById("canned-data")?.dataset.canned || "{}"); } catch (err) {}
-    const text = replies[match[2]];
-    if (typeof text !== "string") return;  // not a known shortcut: Tab moves on as usual
+    const text = cannedText(match[2]);
+    if (text === null) return;  // not a known shortcut: Tab moves on as usual
     e.preventDefault();
     const start = pos - match[2].length - 1;
     box.value = box.value.slice(0, start) + text + box.value.slice(pos);
     box.setSelectionRange(start + text.length, start + text.length);
     box.dispatchEvent(new Event("input", {bubbles: true}));
   }, true);
+  // a pick in "Insert a canned reply" (its select event, which Escape and blur do not fire): appended
+  // to the reply box as it is now; the picker empties again
+  window.firstlineInsertCanned = (shortcut) => {
+    const text = typeof shortcut === "string" ? cannedText(shortcut) : null;
+    const box = document.querySelector("#reply textarea");
+    if (text !== null && box) {
+      box.value = box.value.trim() ? box.value.replace(/\\s+$/, "") + "\\n" + text : text;
+      box.dispatchEvent(new Event("input", {bubbles: true}));
+      box.focus();  // the staff member writes on after the inserted reply
+      box.setSelectionRange(box.value.length, box.value.length);
+    }
+    return null;
+  };
 })();
 </script>"""

@@ -317,15 +317,6 @@ def build_staff_app(services: Services) -> gr.Blocks:
             ticket = _find(services, tid)
             return {reply_box: draft_reply(services, ticket)} if ticket else {}
 
-        def insert_canned(reply_id: int | None, text: str, request: gr.Request) -> Out:
-            require_role(services, request, "staff")
-            try:
-                body = canned.get(int(reply_id)).text if reply_id is not None else ""
-            except (BotError, TypeError, ValueError):
-                body = ""
-            joined = (text.rstrip() + "\n" + body) if text.strip() and body else (body or text)
-            return {reply_box: joined, canned_pick: gr.update(value=None)}
-
         def propose(tid: str | None, q: str, a: str, lang: str, request: gr.Request) -> Out:
             user = require_role(services, request, "staff")
             try:
@@ -420,7 +411,8 @@ def build_staff_app(services: Services) -> gr.Blocks:
         confirm_btn.click(act("resolve"), act_in, panel, **private)
         cancel_btn.click(cancel_resolve, None, [confirm_row, status], **private)
         draft_btn.click(make_draft, [current], [reply_box], **private)
-        canned_pick.input(insert_canned, [canned_pick, reply_box], [reply_box, canned_pick], **private)
+        # in the page: a server round trip would answer with the reply box as it was when the pick fired
+        canned_pick.select(None, [canned_pick], [canned_pick], js="(s) => window.firstlineInsertCanned(s)")
         propose_btn.click(propose, [current, kb_question, kb_answer, kb_lang], [status, pending, review_tab], **private)
         app.load(canned_table, None, [canned_list], **private)
         canned_list.select(

@@ -151,8 +151,9 @@ def canned_data_html(replies: Iterable[CannedReply]) -> str:
     return f'<div id="canned-data" hidden data-canned="{html.escape(json.dumps(data), quote=True)}"></div>'
 
 
-def canned_choices(replies: Iterable[CannedReply]) -> list[tuple[str, int]]:
-    return [(f"/{r.shortcut} — {_clip(r.text, 60)}", r.id) for r in replies]
+def canned_choices(replies: Iterable[CannedReply]) -> list[tuple[str, str]]:
+    """The picker's choices: the value is the shortcut, which the page looks up in `#canned-data`."""
+    return [(f"/{r.shortcut} — {_clip(r.text, 60)}", r.shortcut) for r in replies]
 
 
 def suggestion_html(row: dict[str, Any]) -> str:
