@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 from conftest import db_rows as rows_of
-from conftest import store_target
+from conftest import open_db, store_target
 
 from bot.conversation import Bot
 from bot.conversation_store import ConversationStore
@@ -188,3 +188,27 @@ def test_faq_fast_path_answers_without_a_model_call(data_dir: Path) -> None:
         data_dir, "SELECT route, status, compute_s, prefill_s, model_id FROM requests"
     )
     assert (route, status) == ("faq", "completed") and compute_s > 0 and prefill_s == 0 and not model_id
+
+
+def test_the_period_count_of_started_conversations_uses_an_index(data_dir: Path, store_kind: str) -> None:
+    """Reports count the conversations started in a period (outcome_counts): a range over an index on
+    created_at, not a scan of every conversation kept (there was no such index before m003)."""
+    store = ConversationStore(store_target(data_dir))
+    for n in range(3):
+        store.ensure(f"c{n}", "en")
+    since, until = "2026-01-01T00:00:00", "2027-01-01T00:00:00"
+    assert store.outcome_counts(since, until, set(), set()) == (3, 0, 3)
+    store.close()
+    count = "SELECT count(*) FROM conversations WHERE created_at >= ? AND created_at < ?"
+    if store_kind == "postgresql":
+        db = open_db(store_target(data_dir))
+        try:
+            db.execute("SET enable_seqscan = off")  # three rows: without this the planner rightly scans
+            plan = " ".join(r[0] for r in db.execute(f"EXPLAIN {count}", [since, until]).fetchall())
+        finally:
+            db.close()
+    else:
+        plan = " ".join(
+            str(r[-1]) for r in rows_of(store_target(data_dir), f"EXPLAIN QUERY PLAN {count}", (since, until))
+        )
+    assert "conversations_created_at" in plan, plan
