@@ -275,7 +275,7 @@ def build_dataset(
     tickets: Any = None,
     grounding: Grounding | None = None,
     grounding_threshold: float = 0.6,
-    abstain_share: float = 0.2,
+    abstain_share: float = 0.1,
     heldout_share: float = 0.2,
     seed: int = 13,
     max_examples: int | None = None,

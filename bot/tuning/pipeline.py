@@ -51,7 +51,7 @@ class TuneRequest:
     layer_share: float = 0.5
     batch_size: int = 4
     heldout_share: float = 0.2
-    abstain_share: float = 0.2
+    abstain_share: float = 0.1
     max_examples: int | None = None
     max_heldout: int | None = 24  # held-out examples whose loss and answers the gate measures
     answer_tokens: int = 160

@@ -45,7 +45,7 @@ def tune_payload(version: Any, metrics: dict[str, Any], seconds: float) -> dict[
               help="Examples per optimizer step.")  # fmt: skip
 @click.option("--heldout-share", type=click.FloatRange(0.05, 0.5), default=0.2, show_default=True,
               help="Share of facts held out (whole fact groups).")  # fmt: skip
-@click.option("--abstain-share", type=click.FloatRange(0, 1), default=0.2, show_default=True,
+@click.option("--abstain-share", type=click.FloatRange(0, 1), default=0.1, show_default=True,
               help="Share of facts that also give an example whose passages lack the answer.")  # fmt: skip
 @click.option("--max-examples", type=click.IntRange(2), default=None, help="Use at most this many examples.")
 @click.option("--max-heldout", type=click.IntRange(1), default=24, show_default=True,
