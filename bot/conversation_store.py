@@ -68,7 +68,7 @@ def m002_resume_tokens_and_authors(db: Database) -> None:
 def m003_conversations_started_index(db: Database) -> None:
     # reports count the conversations started in their period (outcome_counts): a range over this index, not a
     # scan of every conversation ever kept
-    db.execute("CREATE INDEX conversations_created_at ON conversations (created_at)")
+    db.table("conversations").create_index(["created_at"])
 
 
 def new_conversation_id() -> str:
